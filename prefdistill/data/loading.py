@@ -1,0 +1,208 @@
+"""Read a split of a source through ``datasets.load_dataset`` and map it to canonical records.
+
+:data:`SOURCES` maps each source name to its row mapper, default location (hub id or
+the shipped folder) and default split names. ``path`` overrides the location: a hub
+id, a local ``.jsonl``/``.json``/``.parquet`` file (it provides the ``train`` split),
+or a folder holding ``<split>.jsonl|.json|.parquet``. Local files are read with
+``datasets.load_dataset("json"|"parquet", data_files=...)``, the same code path as hub
+data; ``HF_DATASETS_OFFLINE=1`` is honoured by ``datasets`` itself and a failed hub load
+says so.
+
+``.jsonl`` files are also scanned line by line first, so a malformed line is reported
+as ``file: line N: malformed JSON`` (``datasets`` cannot name the line), and rows with
+inconsistent column types still reach the per-field checks.
+
+Bad rows raise :class:`DataError` naming the source, row (and line) and field, or with
+``on_bad_row="skip"`` are skipped and counted in ``stats["rows_skipped"][reason]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from prefdistill.data import sources
+from prefdistill.data.records import DataError, Record, RowError, convert
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "demo"
+BAD_ROW_POLICIES = ("error", "skip")
+_EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_MAX_SKIP_WARNINGS = 5
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    mapper: Callable
+    path: str | None
+    splits: dict = field(default_factory=dict)  # our split -> source split (None: carve / absent)
+    name: str | None = None
+
+
+_TRAIN_TEST = {"train": "train", "validation": None, "test": "test"}
+SOURCES: dict[str, SourceSpec] = {
+    "shipped": SourceSpec(
+        sources.local, str(SHIPPED_DIR), {"train": "train", "validation": "validation", "test": "test"}
+    ),
+    "hh_rlhf": SourceSpec(sources.hh_rlhf, "Anthropic/hh-rlhf", _TRAIN_TEST),
+    "orca_dpo": SourceSpec(
+        sources.orca_dpo, "Intel/orca_dpo_pairs", {"train": "train", "validation": None, "test": None}
+    ),
+    "ultrafeedback": SourceSpec(
+        sources.ultrafeedback,
+        "HuggingFaceH4/ultrafeedback_binarized",
+        {"train": "train_prefs", "validation": None, "test": "test_prefs"},
+    ),
+    "tldr": SourceSpec(
+        sources.tldr,
+        "CarperAI/openai_summarize_comparisons",
+        {"train": "train", "validation": "valid1", "test": "test"},
+    ),
+    "tldr_feedback": SourceSpec(
+        sources.tldr_feedback,
+        "openai/summarize_from_feedback",
+        {"train": "train", "validation": "validation", "test": None},
+        name="comparisons",
+    ),
+    "local": SourceSpec(sources.local, None, {"train": "train", "validation": None, "test": None}),
+}
+
+
+def get_source(source: str) -> SourceSpec:
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; known sources: {sorted(SOURCES)}")
+    return SOURCES[source]
+
+
+def _local_file(path: Path, split: str) -> Path:
+    if path.is_file():
+        if split != "train":
+            raise DataError(f"{path}: a single file provides only the 'train' split, not {split!r}")
+        return path
+    for ext in _EXTENSIONS:
+        if (path / f"{split}{ext}").is_file():
+            return path / f"{split}{ext}"
+    raise DataError(f"{path}: no file for split {split!r} (looked for {split}.jsonl|.json|.parquet)")
+
+
+def _scan_jsonl(file: Path, on_bad_row: str, skipped: Counter) -> tuple[list[dict], list[int]]:
+    rows, lines = [], []
+    with open(file, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            except ValueError as err:
+                msg = f"{file}: line {line_no}: malformed JSON: {err}"
+                if on_bad_row == "error":
+                    raise DataError(msg) from err
+                _note_skip(skipped, "malformed_json", msg)
+                continue
+            rows.append(row)
+            lines.append(line_no)
+    return rows, lines
+
+
+def _load(path: str, split: str | None = "train", **kwargs):
+    import datasets
+
+    return datasets.load_dataset(path, split=split, **kwargs)
+
+
+def read_rows(location: str, split: str, name: str | None, on_bad_row: str, skipped: Counter):
+    """Return ``(label, rows, line_numbers_or_None)`` for one split of a hub id or local path."""
+    local = Path(location).expanduser()
+    if not local.exists():
+        try:
+            return f"{location}[{split}]", _load(location, split, name=name), None
+        except Exception as err:  # datasets raises many types; re-raise with the location
+            offline = " (HF_DATASETS_OFFLINE is set: only cached datasets load)" if _offline() else ""
+            raise DataError(f"could not load dataset {location!r} split {split!r}{offline}: {err}") from err
+    file = _local_file(local, split)
+    builder = _EXTENSIONS.get(file.suffix)
+    if builder is None:
+        raise DataError(f"{file}: unsupported file type (use .jsonl, .json or .parquet)")
+    scanned, lines = _scan_jsonl(file, on_bad_row, skipped) if file.suffix == ".jsonl" else (None, None)
+    if scanned is not None and skipped.get("malformed_json"):
+        return str(file), scanned, lines
+    try:
+        return str(file), _load(builder, data_files=str(file)), lines
+    except Exception as err:
+        if scanned is None:
+            raise DataError(f"{file}: could not read: {err}") from err
+        log.info("%s: datasets could not infer one schema (%s); checking rows one by one", file, err)
+        return str(file), scanned, lines
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _note_skip(skipped: Counter, reason: str, msg: str) -> None:
+    skipped[reason] += 1
+    n = sum(skipped.values())
+    if n <= _MAX_SKIP_WARNINGS:
+        log.warning("skipping bad row (on_bad_row=skip): %s", msg)
+    elif n == _MAX_SKIP_WARNINGS + 1:
+        log.warning("more bad rows skipped; the counts are in the split summary")
+
+
+def where(label: str, i: int, lines: list[int] | None) -> str:
+    return f"{label}: row {i}" + (f" (line {lines[i]})" if lines is not None else "")
+
+
+def load_records(
+    source: str,
+    split: str,
+    *,
+    path: str | None = None,
+    name: str | None = None,
+    record_type: str = "pairwise",
+    fields: dict[str, str] | None = None,
+    on_bad_row: str = "error",
+    limit: int | None = None,
+    stats: dict | None = None,
+) -> list[tuple[int, Record]]:
+    """Load one source split (its own split name) as ``[(row_index, record), ...]``.
+
+    ``stats`` (optional) is updated with ``rows_read`` and ``rows_skipped`` (a Counter of
+    reasons). ``limit`` stops after that many kept records."""
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
+    spec = get_source(source)
+    location = path or spec.path
+    if location is None:
+        raise DataError(f"source {source!r} needs data.path (a .jsonl/.json/.parquet file or a folder)")
+    stats = stats if stats is not None else {}
+    skipped = stats.setdefault("rows_skipped", Counter())
+    malformed_before = skipped.get("malformed_json", 0)
+    label, rows, lines = read_rows(str(location), split, name or spec.name, on_bad_row, skipped)
+    stats["rows_read"] = stats.get("rows_read", 0) + skipped.get("malformed_json", 0) - malformed_before
+    mapper = (
+        partial(spec.mapper, record_type=record_type, fields=fields)
+        if spec.mapper is sources.local
+        else spec.mapper
+    )
+    out: list[tuple[int, Record]] = []
+    for i, row in enumerate(rows):
+        if limit is not None and len(out) >= limit:
+            break
+        stats["rows_read"] = stats.get("rows_read", 0) + 1
+        try:
+            out.append((i, convert(mapper(row, i), record_type)))
+        except RowError as err:
+            msg = f"{where(label, i, lines)}: {err}"
+            if on_bad_row == "error":
+                raise DataError(msg + " (set data.on_bad_row=skip to skip and count such rows)") from err
+            _note_skip(skipped, err.reason, msg)
+    return out

@@ -1,0 +1,165 @@
+"""Canonical records every data source is mapped to, and the checks that guard them.
+
+Three shapes cover everything the training methods consume:
+
+* :class:`SFTRecord`  -- ``(prompt, response)``;
+* :class:`PairRecord` -- ``(prompt, chosen, rejected)``;
+* :class:`ListRecord` -- ``(prompt, responses[n], scores[n])``.
+
+A prompt is either a plain string or a list of chat messages
+``[{"role": "system"|"user"|"assistant", "content": str}, ...]`` whose last message
+is a user turn (multi-turn Anthropic-HH conversations keep their earlier turns this
+way). Responses are plain strings without surrounding whitespace; the template step
+decides how prompt and response are joined.
+
+Bad input never disappears silently: every check raises :class:`DataError` with the
+field name, and the loader prefixes the file (or dataset) and row, e.g.
+``train.jsonl: row 7 (line 8): field 'chosen': empty string``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any, Union
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """Bad or unreadable input data; the message names the source, row and field."""
+
+
+class RowError(DataError):
+    """A problem with one row; ``reason`` is the counter key used when rows are skipped."""
+
+    def __init__(self, field: str, problem: str, reason: str = "invalid_field"):
+        super().__init__(f"field {field!r}: {problem}")
+        self.field, self.problem, self.reason = field, problem, reason
+
+
+@dataclass(frozen=True)
+class SFTRecord:
+    prompt: Prompt
+    response: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class ListRecord:
+    prompt: Prompt
+    responses: list[str]
+    scores: list[float]
+    id: str = ""
+
+
+Record = Union[SFTRecord, PairRecord, ListRecord]
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def require_text(row: dict, field: str, *, key: str | None = None) -> str:
+    """Return ``row[key]`` (``key`` defaults to ``field``) as a stripped, non-empty string."""
+    value = row.get(field if key is None else key)
+    if value is None:
+        raise RowError(field, "missing", "missing_field")
+    if not isinstance(value, str):
+        raise RowError(field, f"expected str, got {_type_name(value)}", "wrong_type")
+    if not value.strip():
+        raise RowError(field, "empty string", "empty_field")
+    return value.strip()
+
+
+def check_messages(value: Any, field: str = "prompt") -> list[Message]:
+    """Validate a chat-message list and return it with stripped contents."""
+    if not isinstance(value, list):
+        raise RowError(field, f"expected str or list of messages, got {_type_name(value)}", "wrong_type")
+    if not value:
+        raise RowError(field, "empty message list", "empty_field")
+    out = []
+    for j, msg in enumerate(value):
+        where = f"{field}[{j}]"
+        if not isinstance(msg, dict):
+            raise RowError(where, f"expected dict, got {_type_name(msg)}", "wrong_type")
+        role = require_text(msg, f"{where}.role", key="role")
+        if role not in ROLES:
+            raise RowError(f"{where}.role", f"unknown role {role!r} (expected one of {ROLES})")
+        out.append({"role": role, "content": require_text(msg, f"{where}.content", key="content")})
+    if out[-1]["role"] != "user":
+        raise RowError(field, f"last message must be a user turn, got {out[-1]['role']!r}")
+    return out
+
+
+def check_prompt(value: Any, field: str = "prompt") -> Prompt:
+    if isinstance(value, list):
+        return check_messages(value, field)
+    return require_text({field: value}, field)
+
+
+def check_scores(value: Any, n: int, field: str = "scores") -> list[float]:
+    if value is None:
+        raise RowError(field, "missing", "missing_field")
+    if not isinstance(value, list):
+        raise RowError(field, f"expected list of numbers, got {_type_name(value)}", "wrong_type")
+    if len(value) != n:
+        raise RowError(field, f"expected {n} scores (one per response), got {len(value)}")
+    for j, s in enumerate(value):
+        if isinstance(s, bool) or not isinstance(s, numbers.Real):
+            raise RowError(f"{field}[{j}]", f"expected number, got {_type_name(s)}", "wrong_type")
+    return [float(s) for s in value]
+
+
+def check_responses(value: Any, field: str = "responses") -> list[str]:
+    if value is None:
+        raise RowError(field, "missing", "missing_field")
+    if not isinstance(value, list):
+        raise RowError(field, f"expected list of str, got {_type_name(value)}", "wrong_type")
+    if len(value) < 2:
+        raise RowError(field, f"a listwise row needs at least 2 responses, got {len(value)}")
+    return [require_text({f"{field}[{j}]": r}, f"{field}[{j}]") for j, r in enumerate(value)]
+
+
+def row_id(row: dict, default: str, key: str = "id") -> str:
+    value = row.get(key)
+    return default if value is None else str(value)
+
+
+RECORD_TYPES = ("pairwise", "sft", "listwise")
+
+
+def convert(record: Record, record_type: str) -> Record:
+    """Re-shape a record: pair -> sft takes ``chosen``; pair -> list scores ``[1, 0]``;
+    list -> pair takes the best and worst scored responses; list -> sft the best."""
+    if record_type not in RECORD_TYPES:
+        raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}")
+    if isinstance(record, PairRecord):
+        if record_type == "sft":
+            return SFTRecord(record.prompt, record.chosen, record.id)
+        if record_type == "listwise":
+            return ListRecord(record.prompt, [record.chosen, record.rejected], [1.0, 0.0], record.id)
+        return record
+    if isinstance(record, ListRecord):
+        if record_type == "listwise":
+            return record
+        best = max(range(len(record.scores)), key=record.scores.__getitem__)
+        if record_type == "sft":
+            return SFTRecord(record.prompt, record.responses[best], record.id)
+        worst = min(range(len(record.scores)), key=record.scores.__getitem__)
+        if record.scores[best] == record.scores[worst]:
+            raise RowError("scores", "all scores are equal, so there is no preference", "tied_scores")
+        return PairRecord(record.prompt, record.responses[best], record.responses[worst], record.id)
+    if record_type != "sft":
+        raise DataError(f"an SFT source cannot provide {record_type!r} records")
+    return record

@@ -1,0 +1,283 @@
+"""Token-level knowledge distillation on a shared vocabulary (teacher forcing).
+
+At every distilled position the teacher's next-token distribution ``p`` and the student's
+``q_θ`` (both ``softmax(logits / τ)``) are compared with a divergence D; the result is mixed
+with the student's cross-entropy on the labels::
+
+    loss_b = (1 − kd_ratio)·CE_b + kd_ratio·τ²·KD_b
+    KD_b   = Σ_{t: mask[b,t]} D(p_t, q_t) / #{t: mask[b,t]}     (token mean per example)
+    CE_b   = Σ_{t: mask[b,t]} −log q_θ(labels[b,t]) / #{t: mask[b,t]}   (at τ = 1)
+
+Examples without masked tokens get 0. The τ² factor (Hinton et al. 2015) keeps gradient
+scale comparable across temperatures and is applied to every divergence (a no-op at the
+default τ = 1; note TRL's GKD does not multiply by τ²).
+
+Divergences (``/work/shared/spec/methods.md`` section 6):
+
+* ``kd_fkl``  forward KL(p ‖ q)                          (Hinton KD; DistiLLM/MiniLLM ``forward_kl``)
+* ``kd_rkl``  reverse KL(q ‖ p)                          (MiniLLM's single-step term)
+* ``kd_tvd``  ½ Σ_v |p − q|                              (f-distill)
+* ``kd_jsd``  β·KL(p ‖ m) + (1−β)·KL(q ‖ m), m = βp + (1−β)q   (GKD / TRL ``generalized_jsd_loss``).
+  β = 0 is special-cased to forward KL(p‖q) and β = 1 to reverse KL(q‖p), exactly as TRL
+  does. The formula itself vanishes at both ends (≈ β·KL(p‖q) for small β, ≈ (1−β)·KL(q‖p)
+  near 1), so the loss is discontinuous at the endpoints. JSD_β(p‖q) = JSD_{1−β}(q‖p).
+* ``kd_skl``  skew KL(p ‖ αp + (1−α)q)                   (DistiLLM; α = 0 is forward KL)
+* ``kd_srkl`` skew reverse KL(q ‖ (1−α)p + αq)           (DistiLLM; α = 0 is reverse KL)
+
+All divergences are exact KLs (DistiLLM's code drops the constant teacher entropy in FKL/SKL;
+same gradients, but ours is 0 when p = q). Everything is float32 and in log space; log-probs
+are floored at -1e30 so zero probabilities (e.g. ``-inf`` logits) give no NaN values or
+gradients. Teacher inputs are detached.
+
+**Top-k teacher.** Instead of ``teacher_logits`` a caller may pass ``teacher_topk_logps`` and
+``teacher_topk_ids`` (B, T, k). Convention (one for all divergences): *both* distributions are
+restricted to the teacher's top-k support S and renormalised on it, ``p_S = softmax(logp_k/τ)``,
+``q_S = softmax(z_S[ids]/τ)``, and D is computed on S. Consequence: the student's probability
+mass outside S is never penalised by the KD term (only the CE term sees it), and D = 0 as soon
+as the student's *relative* probabilities on S match the teacher's. With k = V this is exactly
+the full-logits path.
+
+Inputs are aligned: ``student_logits[b, t]`` predicts ``labels[b, t]`` (the caller shifts).
+``labels`` must be a valid token id wherever ``mask`` is True (it may be -100 elsewhere).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from prefdistill.losses.registry import LossOutput, register
+
+_NEEDS = frozenset({"teacher", "token_logps"})
+_LOG_FLOOR = -1e30  # finite stand-in for log 0: exp() is exactly 0, differences stay finite
+
+
+def _kl(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """KL(a ‖ b) over the last dim from log-probs; 0·log 0 = 0. (..., V) -> (...)."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def _log_mix(log_a: torch.Tensor, log_b: torch.Tensor, w: float) -> torch.Tensor:
+    """log(w·a + (1−w)·b), exact at w ∈ {0, 1}."""
+    if w == 0.0:
+        return log_b
+    if w == 1.0:
+        return log_a
+    return torch.logaddexp(log_a + math.log(w), log_b + math.log1p(-w)).clamp_min(_LOG_FLOOR)
+
+
+def _fkl(lp, lq):
+    return _kl(lp, lq)
+
+
+def _rkl(lp, lq):
+    return _kl(lq, lp)
+
+
+def _tvd(lp, lq):
+    return 0.5 * (lp.exp() - lq.exp()).abs().sum(-1)
+
+
+def _jsd(lp, lq, beta):
+    if beta == 0.0:
+        return _kl(lp, lq)
+    if beta == 1.0:
+        return _kl(lq, lp)
+    lm = _log_mix(lp, lq, beta)
+    return beta * _kl(lp, lm) + (1.0 - beta) * _kl(lq, lm)
+
+
+def _skl(lp, lq, alpha):
+    return _kl(lp, _log_mix(lp, lq, alpha))
+
+
+def _srkl(lp, lq, alpha):
+    return _kl(lq, _log_mix(lp, lq, 1.0 - alpha))
+
+
+def _check_range(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def _selected_logprobs(student_logits, mask, teacher_logits, topk_logps, topk_ids, temperature):
+    """Teacher / student log-probs (N, V or k) at the N masked positions, float32, floored."""
+    if (teacher_logits is None) == (topk_logps is None or topk_ids is None):
+        raise ValueError("pass exactly one of teacher_logits or (teacher_topk_logps, teacher_topk_ids)")
+    student = student_logits[mask].float() / temperature
+    if teacher_logits is not None:
+        teacher = teacher_logits.detach()[mask].float() / temperature
+    else:
+        teacher = topk_logps.detach()[mask].float() / temperature
+        student = student.gather(-1, topk_ids[mask].long())
+    lp = torch.log_softmax(teacher, -1).clamp_min(_LOG_FLOOR)
+    lq = torch.log_softmax(student, -1).clamp_min(_LOG_FLOOR)
+    return lp, lq
+
+
+def _token_kd(
+    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    student_logits,
+    mask,
+    labels,
+    teacher_logits,
+    teacher_topk_logps,
+    teacher_topk_ids,
+    temperature: float,
+    kd_ratio: float,
+) -> LossOutput:
+    """The one shared mask-and-normalise path: per-token D -> per-example token mean, CE mix."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_range("kd_ratio", kd_ratio)
+    mask = mask.bool()
+    lp, lq = _selected_logprobs(
+        student_logits, mask, teacher_logits, teacher_topk_logps, teacher_topk_ids, temperature
+    )
+    rows = mask.nonzero(as_tuple=True)[0]  # example index of each selected position
+    count = mask.sum(-1).clamp_min(1).float()
+
+    def per_example(tok: torch.Tensor) -> torch.Tensor:
+        return tok.new_zeros(mask.shape[0]).index_add(0, rows, tok) / count
+
+    kd = temperature**2 * per_example(divergence(lp, lq))
+    metrics = {"kd/divergence": kd.detach()}
+    loss = kd_ratio * kd
+    if labels is not None:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
+            ce_tok = F.cross_entropy(student_logits[mask].float(), labels[mask].long(), reduction="none")
+            ce = per_example(ce_tok)
+        metrics["kd/ce"] = ce.detach()
+        if kd_ratio < 1.0:
+            loss = loss + (1.0 - kd_ratio) * ce
+    elif kd_ratio < 1.0:
+        raise ValueError(f"kd_ratio={kd_ratio} < 1 mixes in cross-entropy, which needs labels")
+    return LossOutput(loss, metrics)
+
+
+# ---------------------------------------------------------------- registered losses
+# Every loss has the same tensor inputs (positional-or-keyword) and keyword-only hparams.
+
+
+@register("kd_fkl", needs=_NEEDS, kind="token")
+def kd_fkl(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Forward KL(p_T ‖ q_S) (Hinton KD), token mean per example; see the module docstring."""
+    return _token_kd(
+        _fkl, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
+        temperature, kd_ratio,
+    )
+
+
+@register("kd_rkl", needs=_NEEDS, kind="token")
+def kd_rkl(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Reverse KL(q_S ‖ p_T), token mean per example; see the module docstring."""
+    return _token_kd(
+        _rkl, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
+        temperature, kd_ratio,
+    )
+
+
+@register("kd_tvd", needs=_NEEDS, kind="token")
+def kd_tvd(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Total variation ½Σ|p_T − q_S|, token mean per example; see the module docstring."""
+    return _token_kd(
+        _tvd, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
+        temperature, kd_ratio,
+    )
+
+
+@register("kd_jsd", needs=_NEEDS, kind="token")
+def kd_jsd(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Generalized JSD_β (GKD / TRL convention, endpoints special-cased), token mean per example."""
+    _check_range("beta", beta)
+    return _token_kd(
+        functools.partial(_jsd, beta=beta), student_logits, mask, labels, teacher_logits,
+        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
+    )
+
+
+@register("kd_skl", needs=_NEEDS, kind="token")
+def kd_skl(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Skew forward KL(p_T ‖ αp_T + (1−α)q_S) (DistiLLM), token mean per example."""
+    _check_range("alpha", alpha)
+    return _token_kd(
+        functools.partial(_skl, alpha=alpha), student_logits, mask, labels, teacher_logits,
+        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
+    )
+
+
+@register("kd_srkl", needs=_NEEDS, kind="token")
+def kd_srkl(
+    student_logits: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk_logps: torch.Tensor | None = None,
+    teacher_topk_ids: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.1,
+    temperature: float = 1.0,
+    kd_ratio: float = 1.0,
+) -> LossOutput:
+    """Skew reverse KL(q_S ‖ (1−α)p_T + αq_S) (DistiLLM), token mean per example."""
+    _check_range("alpha", alpha)
+    return _token_kd(
+        functools.partial(_srkl, alpha=alpha), student_logits, mask, labels, teacher_logits,
+        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
+    )

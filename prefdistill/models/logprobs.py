@@ -1,0 +1,144 @@
+"""Log-probabilities of labelled tokens without materialising (N, T, V) logits.
+
+Labels are NOT shifted: ``labels[:, t]`` (``-100`` = ignored) is predicted by the logits at ``t-1``;
+a label at ``t = 0`` has no prediction and is ignored. ``response_logps`` runs the backbone for the
+final hidden states (N, T, H), keeps only the M rows whose next token is supervised, and applies
+lm_head + float32 log-softmax to chunks of ``chunk_size`` rows. With grad enabled each chunk is
+recomputed in backward (activation checkpointing), so peak memory holds ``chunk_size x V`` logits
+instead of ``N x T x V`` (or ``M x V``). Gemma-2's ``final_logit_softcapping`` is applied.
+
+Architectures whose backbone cannot be found generically (or with extra logit scaling) fall back
+to full logits via ``naive_*`` with a one-time warning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+_UNSUPPORTED_SCALING = ("logit_scale", "logits_scaling")  # Cohere, Granite: not handled here
+_warned: set[str] = set()
+
+
+def selective_log_softmax(logits: Tensor, targets: Tensor) -> Tensor:
+    """log_softmax(logits)[..., targets] in float32; logits (..., V), targets (...) -> (...)."""
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The HF ``PreTrainedModel`` inside a PEFT (or DDP-like ``.module``) wrapper."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _backbone_and_head(model: torch.nn.Module):
+    """``(backbone, lm_head, softcap)`` or None when the generic path does not apply."""
+    hf = _unwrap(model)
+    prefix = getattr(hf, "base_model_prefix", None)
+    backbone = getattr(hf, prefix, None) if prefix else None
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    config = getattr(hf, "config", None)
+    if backbone is None or backbone is hf or head is None or config is None:
+        return None
+    if any(getattr(config, k, None) not in (None, 1, 1.0) for k in _UNSUPPORTED_SCALING):
+        return None
+    return backbone, head, getattr(config, "final_logit_softcapping", None)
+
+
+def _warn_once(model: torch.nn.Module) -> None:
+    name = type(_unwrap(model)).__name__
+    if name not in _warned:
+        _warned.add(name)
+        log.warning("response_logps: no generic backbone/lm_head for %s; using full logits (more memory)", name)
+
+
+def _chunk_logps(hidden: Tensor, targets: Tensor, head: torch.nn.Module, softcap: float | None) -> Tensor:
+    logits = head(hidden).float()  # (c, V)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return selective_log_softmax(logits, targets)
+
+
+def _shifted(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, T-1) targets for positions 0..T-2 and their mask (the next label is supervised)."""
+    targets = labels[:, 1:]
+    return targets, targets != IGNORE_INDEX
+
+
+def _packed_token_logps(
+    model, input_ids, attention_mask, labels, position_ids, chunk_size: int
+) -> tuple[Tensor, Tensor] | None:
+    """(M,) log-probs of supervised tokens in row-major order, and the (N, T-1) mask; None = fallback."""
+    parts = _backbone_and_head(model)
+    if parts is None:
+        return None
+    backbone, head, softcap = parts
+    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state  # (N, T, H)
+    targets, mask = _shifted(labels)
+    rows, tgt = hidden[:, :-1][mask], targets[mask]  # (M, H), (M,)
+    recompute = torch.is_grad_enabled() and rows.requires_grad
+    chunks = []
+    for i in range(0, rows.shape[0], max(1, chunk_size)):
+        args = (rows[i : i + chunk_size], tgt[i : i + chunk_size], head, softcap)
+        chunks.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
+    flat = torch.cat(chunks) if chunks else hidden.new_zeros(0, dtype=torch.float32)
+    return flat, mask
+
+
+def response_token_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *, position_ids: Tensor | None = None,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """((N, T) float32 log-probs aligned with ``labels``, zero where masked; (N, T) bool mask)."""
+    packed = _packed_token_logps(model, input_ids, attention_mask, labels, position_ids, chunk_size)
+    if packed is None:
+        _warn_once(model)
+        return naive_response_token_logps(model, input_ids, attention_mask, labels, position_ids=position_ids)
+    flat, shifted_mask = packed
+    mask = F.pad(shifted_mask, (1, 0), value=False)  # (N, T): label t scored from position t-1
+    token_logps = torch.zeros(mask.shape, dtype=torch.float32, device=flat.device)
+    token_logps = token_logps.masked_scatter(mask, flat)
+    return token_logps, mask
+
+
+def response_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *, position_ids: Tensor | None = None,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """((N,) float32 sum of labelled-token log-probs, (N,) long count of labelled tokens)."""
+    token_logps, mask = response_token_logps(
+        model, input_ids, attention_mask, labels, position_ids=position_ids, chunk_size=chunk_size
+    )
+    return token_logps.sum(-1), mask.sum(-1)
+
+
+def naive_response_token_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *, position_ids: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Reference implementation: full (N, T, V) logits from ``model(...)``, then log-softmax."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    targets, shifted_mask = _shifted(labels)
+    logps = selective_log_softmax(logits[:, :-1], targets.clamp(min=0))  # (N, T-1)
+    logps = F.pad(logps * shifted_mask, (1, 0))
+    return logps, F.pad(shifted_mask, (1, 0), value=False)
+
+
+def naive_response_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, *, position_ids: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``response_logps`` computed the obvious way (for tests and unsupported architectures)."""
+    token_logps, mask = naive_response_token_logps(
+        model, input_ids, attention_mask, labels, position_ids=position_ids
+    )
+    return token_logps.sum(-1), mask.sum(-1)

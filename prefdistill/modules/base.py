@@ -1,0 +1,117 @@
+"""What every training module shares: the policy, its optimizer and schedule, lean checkpoints.
+
+``PolicyModule`` loads the policy lazily in ``configure_model`` (so DeepSpeed/FSDP can
+shard at init and a ``validate`` before ``fit`` does not load it twice), builds the
+optimizer over trainable parameters only, and keeps Lightning checkpoints small by
+storing only what training changes (LoRA adapters or the full policy, never a frozen
+reference or teacher: those are rebuilt from their specs on resume).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+from prefdistill.losses import Loss
+from prefdistill.models import ModelSpec, load_model
+
+log = logging.getLogger(__name__)
+
+
+class PolicyModule(L.LightningModule):
+    """Base class: a trainable ``policy`` built from a :class:`ModelSpec`, and a registered loss."""
+
+    def __init__(
+        self,
+        policy: ModelSpec,
+        loss: Loss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        chunk_size: int = 1024,
+        max_bad_steps: int = 10,
+    ):
+        super().__init__()
+        self.policy_spec = policy
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.chunk_size = chunk_size
+        self.max_bad_steps = max_bad_steps
+        self.policy: torch.nn.Module | None = None
+        self.strict_loading = False  # checkpoints hold trainable weights only
+        self._bad_steps_in_a_row = 0
+        self.bad_steps_total = 0
+        self.save_hyperparameters(
+            {"loss": loss.name, "loss_hparams": loss.hparams, "needs": sorted(loss.needs)}
+        )
+
+    # -- model -------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.policy is None:
+            self.policy = load_model(self.policy_spec, trainable=True)
+            self.configure_extra_models()
+
+    def configure_extra_models(self) -> None:
+        """Load frozen models (reference, teacher) the loss needs. Subclasses override."""
+
+    @property
+    def uses_lora(self) -> bool:
+        return bool(self.policy_spec.lora)
+
+    # -- optimisation ------------------------------------------------------------------
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("the policy has no trainable parameters (check model.lora / freezing)")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ValueError("set trainer.max_steps or trainer.max_epochs so the schedule has a length")
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- numerics guard ----------------------------------------------------------------
+    def guard_finite(self, loss: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
+        """Return ``loss`` if finite; else count the step, and stop after ``max_bad_steps`` in a row."""
+        if torch.isfinite(loss):
+            self._bad_steps_in_a_row = 0
+            return loss
+        self._bad_steps_in_a_row += 1
+        self.bad_steps_total += 1
+        rows = [] if index is None else index.tolist()
+        log.warning("non-finite loss at step %d (dataset rows %s): step skipped", self.global_step, rows)
+        if self._bad_steps_in_a_row >= self.max_bad_steps:
+            raise FloatingPointError(
+                f"{self._bad_steps_in_a_row} non-finite losses in a row; last batch held dataset rows {rows}"
+            )
+        return None
+
+    # -- lean checkpoints --------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k not in trainable]:
+            del state[key]
+        checkpoint["prefdistill"] = {"bad_steps_total": self.bad_steps_total}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.bad_steps_total = checkpoint.get("prefdistill", {}).get("bad_steps_total", 0)
+
+    def log_metrics(self, split: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
+        on_step = split == "train"
+        for name, value in metrics.items():
+            self.log(
+                f"{split}/{name}",
+                value.float().mean(),
+                on_step=on_step,
+                on_epoch=not on_step,
+                prog_bar=name in ("loss", "reward/accuracy"),
+                batch_size=batch_size,
+                sync_dist=not on_step,
+            )

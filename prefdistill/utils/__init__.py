@@ -1,0 +1,1 @@
+"""Small utilities for the entry points: run wrapper, atomic writes, config resolvers."""

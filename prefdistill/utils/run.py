@@ -1,0 +1,91 @@
+"""Entry-point plumbing: config location, resolvers, the task wrapper and instantiation of lists.
+
+This is the only module below the entry points that touches omegaconf/hydra objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("prefdistill")
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def config_dir() -> str:
+    """``configs/`` of a source checkout, else the copy packaged inside the wheel."""
+    for candidate in (_PACKAGE_DIR.parent / "configs", _PACKAGE_DIR / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"no configs/train.yaml beside or inside {_PACKAGE_DIR}")
+
+
+def _run_group() -> str:
+    """One W&B group per multirun (the sweep folder), one per single run (its run folder)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        folder = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else hc.run.dir
+        return Path(folder).name
+    except Exception:  # outside a Hydra app (tests composing configs)
+        return time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("pd.run_group"):
+        OmegaConf.register_new_resolver("pd.run_group", _run_group, use_cache=True)
+    if not OmegaConf.has_resolver("pd.cache_dir"):
+        OmegaConf.register_new_resolver(
+            "pd.cache_dir",
+            lambda: os.environ.get("PREFDISTILL_CACHE", str(Path.home() / ".cache" / "prefdistill")),
+        )
+
+
+def instantiate_dict(nodes: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` node of a name -> node mapping (callbacks, loggers)."""
+    from hydra.utils import instantiate
+
+    if not nodes:
+        return []
+    return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
+
+
+def task_wrapper(task: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Log failures and always close W&B, so one crashed job does not break a multirun."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> dict:
+        try:
+            return task(cfg)
+        except Exception:
+            log.exception("task failed")
+            raise
+        finally:
+            try:
+                import wandb
+
+                if wandb.run is not None:
+                    log.info("closing W&B run %s", wandb.run.dir)
+                    wandb.finish()
+            except ImportError:
+                pass
+
+    return wrapped
+
+
+def metric_value(metrics: dict[str, Any], name: str | None) -> float | None:
+    """The value a sweeper optimises; a clear error if the configured metric was not logged."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged: {sorted(metrics)}")
+    return float(metrics[name])

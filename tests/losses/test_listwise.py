@@ -1,0 +1,172 @@
+"""PAD listwise losses and the Plackett-Luce helper: normalisation, hand-worked values, invariances."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from prefdistill.losses import get_loss
+from prefdistill.losses.listwise import pad_pd, pad_rd, plackett_luce_logprobs
+
+METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
+
+
+def _brute_pl(scores: list[float]) -> list[float]:
+    """Plackett-Luce log-probs by the textbook product, one ranking at a time."""
+    out = []
+    for perm in itertools.permutations(range(len(scores))):
+        lp = 0.0
+        for k in range(len(perm)):
+            rest = [scores[j] for j in perm[k:]]
+            lp += scores[perm[k]] - math.log(sum(math.exp(r) for r in rest))
+        out.append(lp)
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_pl_normalised_and_matches_brute_force(n):
+    torch.manual_seed(n)
+    scores = 3 * torch.randn(2, n)
+    logp = plackett_luce_logprobs(scores)
+    assert logp.shape == (2, math.factorial(n))
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2))
+    if n <= 4:
+        brute = torch.tensor([_brute_pl(row) for row in scores.tolist()])
+        torch.testing.assert_close(logp, brute, atol=1e-5, rtol=1e-5)
+
+
+def test_pl_n2_is_logistic():
+    """n = 2: P(identity) = e^{s1}/(e^{s1}+e^{s2}) = σ(s1 − s2); P(swap) = σ(s2 − s1)."""
+    s = torch.tensor([[1.0, 0.0], [0.3, 2.0]])
+    logp = plackett_luce_logprobs(s)
+    d = s[:, 0] - s[:, 1]
+    torch.testing.assert_close(logp[:, 0], torch.nn.functional.logsigmoid(d))
+    torch.testing.assert_close(logp[:, 1], torch.nn.functional.logsigmoid(-d))
+    assert logp[0, 0].exp().item() == pytest.approx(1 / (1 + math.exp(-1)))  # σ(1) = 0.731059
+
+
+def test_pl_identity_most_likely_for_sorted_scores():
+    s = torch.tensor([[4.0, 2.5, 1.0, 0.9, -3.0]])
+    assert plackett_luce_logprobs(s).argmax(-1).item() == 0  # column 0 = identity ranking
+
+
+def _inputs(n, b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, 20, (b, n), generator=g)
+    logps = (-torch.rand(b, n, generator=g) * 2 * lengths).requires_grad_(True)
+    teacher = -torch.rand(b, n, generator=g) * 3
+    return logps, lengths, teacher
+
+
+def test_pd_zero_when_scores_agree_up_to_constant_and_positive_otherwise():
+    """Student A = teacher + c (c = 0.7) -> identical PL distributions -> JSD = 0."""
+    _, lengths, teacher = _inputs(4)
+    logps = lengths * (teacher + 0.7)
+    out = pad_pd(logps, lengths, teacher, beta=10.0)
+    torch.testing.assert_close(out.loss, torch.zeros(3), atol=1e-6, rtol=0)
+    assert (out.metrics["listwise/teacher_top1_agreement"] == 1).all()
+    logps, lengths, teacher = _inputs(4, seed=1)
+    assert (pad_pd(logps, lengths, teacher).loss > 1e-4).all()
+
+
+def test_pd_hand_worked_n2():
+    """Student P = (0.5, 0.5) (equal A); teacher β·Δr = ln 3 -> P_T = (0.75, 0.25); M = (0.625, 0.375).
+
+    KL(P_S‖M) = ½ln(16/15) = 0.0322693; KL(P_T‖M) = 0.75 ln1.2 + 0.25 ln(2/3) = 0.0353749;
+    JSD = ½(0.0322693 + 0.0353749) = 0.0338221.
+    """
+    logps = torch.tensor([[-2.0, -4.0]])
+    lengths = torch.tensor([[2, 4]])
+    teacher = torch.tensor([[math.log(3) / 10, 0.0]])
+    assert pad_pd(logps, lengths, teacher, beta=10.0).loss.item() == pytest.approx(0.0338221, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pd_nonnegative_and_symmetric_in_scores(seed):
+    logps, lengths, teacher = _inputs(5, seed=seed)
+    out = pad_pd(logps, lengths, teacher, beta=3.0)
+    assert (out.loss >= -1e-6).all()
+    # JSD is symmetric: swapping the roles of student and teacher scores gives the same value.
+    a = (logps / lengths).detach()
+    swapped = pad_pd(lengths * teacher, lengths, a, beta=3.0).loss
+    torch.testing.assert_close(out.loss.detach(), swapped, atol=1e-5, rtol=1e-4)
+
+
+def test_pd_n6_runs_and_n9_raises():
+    logps, lengths, teacher = _inputs(6)
+    out = pad_pd(logps, lengths, teacher)
+    assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()
+    logps, lengths, teacher = _inputs(9)
+    with pytest.raises(ValueError, match="pad_rd"):
+        pad_pd(logps, lengths, teacher)
+
+
+@pytest.mark.parametrize("fn", [pad_pd, pad_rd])
+def test_gradient_flows_to_logps_only(fn):
+    logps, lengths, teacher = _inputs(4)
+    teacher.requires_grad_(True)
+    out = fn(logps, lengths, teacher)
+    out.loss.sum().backward()
+    assert teacher.grad is None
+    assert logps.grad is not None and torch.isfinite(logps.grad).all() and logps.grad.abs().sum() > 0
+    assert all(not m.requires_grad and m.shape == (3,) for m in out.metrics.values())
+
+
+def test_rd_equal_student_scores_is_log_n_factorial():
+    """All student scores equal -> every ranking has P = 1/n! -> rd = ln n! (ln 24 = 3.178054)."""
+    lengths = torch.tensor([[2, 4, 5, 1]])
+    logps = -1.5 * lengths.float()
+    teacher = torch.tensor([[0.1, -2.0, 0.5, 0.3]])
+    assert pad_rd(logps, lengths, teacher).loss.item() == pytest.approx(math.log(24), abs=1e-5)
+
+
+def test_rd_hand_worked_n3():
+    """β = 1, student A = (0, 1, 2), teacher order τ* = (0, 2, 1) (teacher r = (3, 1, 2)).
+
+    −log P = −[0 − ln(1 + e + e²)] − [2 − ln(e² + e)] − 0 = ln(1+e+e²) − 2 + ln(e²+e) = 1.720681
+    """
+    lengths = torch.ones(1, 3)
+    logps = torch.tensor([[0.0, 1.0, 2.0]])
+    teacher = torch.tensor([[3.0, 1.0, 2.0]])
+    e = math.e
+    want = math.log(1 + e + e * e) - 2 + math.log(e * e + e)
+    assert pad_rd(logps, lengths, teacher, beta=1.0).loss.item() == pytest.approx(want, abs=1e-5)
+
+
+def test_rd_invariances_and_positivity():
+    """Invariant to a constant added to student A and to a monotone map of teacher scores; > 0."""
+    logps, lengths, teacher = _inputs(5)
+    base = pad_rd(logps, lengths, teacher).loss
+    assert (base > 0).all()
+    shifted = pad_rd(logps + 0.4 * lengths, lengths, teacher).loss  # A -> A + 0.4
+    torch.testing.assert_close(base, shifted, atol=1e-4, rtol=1e-5)
+    monotone = pad_rd(logps, lengths, torch.exp(3 * teacher) + 5).loss
+    torch.testing.assert_close(base, monotone)
+    # Not invariant to a permutation that breaks the student/teacher pairing: it must be able to fail.
+    assert not torch.allclose(base, pad_rd(logps, lengths, teacher.flip(-1)).loss)
+
+
+def test_rd_equals_minus_pl_logprob_of_teacher_ranking():
+    logps, lengths, teacher = _inputs(4)
+    student = 10.0 * logps.detach() / lengths
+    all_lp = plackett_luce_logprobs(student)
+    perms = list(itertools.permutations(range(4)))
+    idx = [perms.index(tuple(torch.argsort(t, descending=True).tolist())) for t in teacher]
+    want = -all_lp[torch.arange(3), torch.tensor(idx)]
+    torch.testing.assert_close(pad_rd(logps, lengths, teacher).loss.detach(), want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["pad_pd", "pad_rd"])
+def test_config_instantiates_and_runs(name):
+    loss = instantiate(OmegaConf.load(METHOD_DIR / f"{name}.yaml"))
+    assert loss.name == name and loss.kind == "listwise" and loss.needs == {"scores"}
+    assert loss.hparams == get_loss(name).hparams == {"beta": 10.0}
+    logps, lengths, teacher = _inputs(4)
+    out = loss(logps=logps, lengths=lengths, teacher_scores=teacher)
+    assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()

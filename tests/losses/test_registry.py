@@ -1,0 +1,151 @@
+"""Registry contract for the pairwise/reference-free losses, and their configs/method/*.yaml."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from prefdistill.losses import REGISTRY, Loss, get_loss, list_losses
+
+NAMES = ["dpo", "robust", "ipo", "hinge", "rpo", "simpo", "simper", "sft"]
+REF = frozenset({"reference", "rejected"})
+NEEDS = {
+    "dpo": REF,
+    "robust": REF,
+    "ipo": REF,
+    "hinge": REF,
+    "rpo": REF,
+    "simpo": frozenset({"rejected"}),
+    "simper": frozenset({"rejected"}),
+    "sft": frozenset(),
+}
+# configs/method/<stem>.yaml -> registered name
+CONFIGS = {n: n for n in NAMES} | {"cdpo": "dpo"}
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
+TENSOR_ARGS = [
+    "chosen_logps",
+    "rejected_logps",
+    "chosen_lengths",
+    "rejected_lengths",
+    "ref_chosen_logps",
+    "ref_rejected_logps",
+]
+
+
+def batch(b=3, dtype=torch.float32, seed=0, grad=False):
+    g = torch.Generator().manual_seed(seed)
+    t = {
+        "chosen_logps": (-torch.rand(b, generator=g) * 20 - 1).to(dtype),
+        "rejected_logps": (-torch.rand(b, generator=g) * 20 - 1).to(dtype),
+        "chosen_lengths": torch.randint(1, 20, (b,), generator=g),
+        "rejected_lengths": torch.randint(1, 20, (b,), generator=g),
+        "ref_chosen_logps": (-torch.rand(b, generator=g) * 20 - 1).to(dtype),
+        "ref_rejected_logps": (-torch.rand(b, generator=g) * 20 - 1).to(dtype),
+    }
+    if grad:
+        t["chosen_logps"].requires_grad_(True)
+        t["rejected_logps"].requires_grad_(True)
+    return t
+
+
+def test_list_losses_contains_all():
+    assert set(NAMES) <= set(list_losses())
+    assert list_losses() == sorted(list_losses())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_needs_kind_and_signature(name):
+    loss = get_loss(name)
+    assert loss.needs == NEEDS[name]
+    assert loss.kind == "pairwise"
+    params = inspect.signature(REGISTRY[name].fn).parameters
+    # all six tensor arguments are declared explicitly, none keyword-only (those are hparams), no **kw
+    assert list(params)[:6] == TENSOR_ARGS
+    assert all(params[a].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for a in TENSOR_ARGS)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert set(loss.hparams) == {p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def test_dpo_reference_free_needs_only_rejected():
+    assert get_loss("dpo", reference_free=True).needs == frozenset({"rejected"})
+    assert get_loss("dpo", reference_free=False).needs == REF
+
+
+def test_unknown_name_lists_registered():
+    with pytest.raises(KeyError) as e:
+        get_loss("dpoo")
+    for n in NAMES:
+        assert n in str(e.value)
+
+
+def test_unknown_hparam_is_type_error():
+    with pytest.raises(TypeError, match="gamma"):
+        get_loss("dpo", gamma=1.0)
+    with pytest.raises(TypeError):
+        get_loss("sft", beta=0.1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_outputs_shape_dtype_detached(name, dtype):
+    t = batch(4, dtype=dtype, grad=True)
+    out = get_loss(name)(**t)
+    assert out.loss.shape == (4,) and out.loss.dtype == torch.float32
+    assert out.loss.requires_grad
+    assert torch.isfinite(out.loss).all()
+    assert "reward/chosen" in out.metrics
+    for k, v in out.metrics.items():
+        assert v.shape == (4,), k
+        assert v.dtype == torch.float32, k
+        assert not v.requires_grad, k
+    if name != "sft":
+        assert {"reward/chosen", "reward/rejected", "reward/margin", "reward/accuracy"} <= set(out.metrics)
+        m = out.metrics
+        assert torch.allclose(m["reward/margin"], m["reward/chosen"] - m["reward/rejected"])
+        assert torch.equal(m["reward/accuracy"], (m["reward/chosen"] > m["reward/rejected"]).float())
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "reference" in NEEDS[n]])
+@pytest.mark.parametrize("missing", ["ref_chosen_logps", "ref_rejected_logps"])
+def test_missing_reference_raises(name, missing):
+    t = batch()
+    t[missing] = None
+    with pytest.raises(ValueError, match=f"(?s){name}.*{missing}"):
+        get_loss(name)(**t)
+
+
+def test_bad_shape_raises():
+    t = batch()
+    t["chosen_logps"] = t["chosen_logps"][:, None]
+    with pytest.raises(ValueError, match="shape"):
+        get_loss("dpo")(**t)
+
+
+@pytest.mark.parametrize("stem", sorted(CONFIGS))
+def test_method_config_instantiates_and_runs(stem):
+    cfg = OmegaConf.load(CONFIG_DIR / f"{stem}.yaml")
+    loss = instantiate(cfg)
+    assert isinstance(loss, Loss)
+    assert loss.name == CONFIGS[stem]
+    # every hyper-parameter the loss accepts is spelled out in its file, with the function default
+    declared = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("_target_", "name")}
+    assert set(declared) == set(REGISTRY[loss.name].defaults)
+    if stem != "cdpo":
+        assert declared == REGISTRY[loss.name].defaults
+    t = batch(3)
+    if "reference" not in loss.needs:
+        t["ref_chosen_logps"] = t["ref_rejected_logps"] = None
+    if "rejected" not in loss.needs:
+        t["rejected_logps"] = t["rejected_lengths"] = None
+    out = loss(**t)
+    assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()
+
+
+def test_cdpo_config_is_smoothed_dpo():
+    loss = instantiate(OmegaConf.load(CONFIG_DIR / "cdpo.yaml"))
+    assert loss.name == "dpo" and loss.hparams["label_smoothing"] == 0.1

@@ -1,0 +1,95 @@
+"""The entry point end to end on the tiny model: fast_dev_run per method, a real short run, a sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, REPO
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from prefdistill.losses import list_losses
+from prefdistill.train import train
+
+METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
+
+
+def _loss(method: str):
+    return instantiate(OmegaConf.load(CONFIGS / "method" / f"{method}.yaml"))
+
+
+def _extra_overrides(method: str) -> list[str]:
+    """Inputs a loss needs beyond the demo pairs: a teacher, scored pairs, scored lists."""
+    loss = _loss(method)
+    extra = []
+    if "teacher" in loss.needs:
+        extra.append("teacher=tiny")
+    if loss.kind == "listwise":
+        extra.append("data=demo_lists")
+    elif "scores" in loss.needs:
+        extra.append("data=demo_scored")
+    return extra
+
+
+def test_every_registered_loss_has_a_method_file():
+    names = {_loss(m).name for m in METHODS}
+    assert set(list_losses()) <= names, set(list_losses()) - names
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fast_dev_run(method, tiny_cfg):
+    cfg = tiny_cfg(f"method={method}", "debug=fdr", *_extra_overrides(method))
+    metrics = train(cfg)
+    assert any(k.startswith("train/loss") for k in metrics), metrics
+
+
+def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("logger=csv")
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["global_step"] == 2
+    assert "val/reward/accuracy" in result["before"] and "val/reward/accuracy" in result["after"]
+    assert result["before"]["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    assert (out / "config_resolved.yaml").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(result["paths"]["model"])
+    assert model.config.vocab_size > 0
+
+
+def test_main_returns_the_optimized_metric(tiny_cfg):
+    from prefdistill.utils.run import metric_value
+
+    cfg = tiny_cfg("save_model=false")
+    value = metric_value(train(cfg), cfg.optimized_metric)
+    assert isinstance(value, float) and 0.0 <= value <= 1.0
+    with pytest.raises(KeyError, match="optimized_metric"):
+        metric_value({"val/loss": 1.0}, "val/nope")
+
+
+def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
+    env = {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache"),
+           "WANDB_MODE": "offline"}
+    cmd = [sys.executable, "train.py", "-m", "model=tiny", "method.beta=0.1,0.5", "trainer.max_steps=2",
+           "data.max_samples=8", "trainer.limit_val_batches=1", "save_model=false"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    betas, groups = set(), set()
+    for job in jobs:
+        cfg = OmegaConf.load(job / "config_resolved.yaml")
+        betas.add(cfg.method.beta)
+        groups.add(cfg.logger.wandb.group)
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, job
+        assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
+    assert betas == {0.1, 0.5}
+    assert len(groups) == 1
