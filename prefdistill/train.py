@@ -66,7 +66,8 @@ def train(cfg: DictConfig) -> dict:
     tokenizer = load_tokenizer(policy_spec)
     datamodule = instantiate(cfg.data)
     datamodule.connect(tokenizer)
-    module = instantiate(cfg.module, policy=policy_spec, loss=loss, teacher=teacher_spec)
+    # A partial, so the specs and the loss reach the constructor as objects, not configs.
+    module = instantiate(cfg.module, _partial_=True)(policy=policy_spec, loss=loss, teacher=teacher_spec)
 
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, compose_train
+from train_helpers import CONFIGS, compose_train
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 

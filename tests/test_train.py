@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, REPO
+from train_helpers import CONFIGS, REPO
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 

@@ -3,7 +3,8 @@
 An example is a dict of token-id lists produced by the datamodule:
 
 * SFT:       ``{"prompt_ids", "chosen_ids", "index"}``
-* pairwise:  ``{"prompt_ids", "chosen_ids", "rejected_ids", "index"}``
+* pairwise:  ``{"prompt_ids", "chosen_ids", "rejected_ids", "index"}`` (+ ``chosen_score``,
+  ``rejected_score`` floats for scored pairs)
 * listwise:  ``{"prompt_ids", "response_ids": [[...], ...], "scores": [...], "index"}``
 
 Batch contract (the training modules depend on it):
@@ -14,6 +15,9 @@ Batch contract (the training modules depend on it):
   (final eos included), -100 on prompt and padding. NOT shifted.
 * chosen and rejected share one T so they can be concatenated into one forward.
 * ``index`` (B,) long: the row of each example within its split.
+* ``chosen_scores``/``rejected_scores`` (B,) float32: only when every example of the
+  batch is a scored pair (s(y; x), e.g. for the PLaD margin loss); a batch mixing
+  scored and unscored pairs is an error.
 
 SFT batches carry only the ``chosen_*`` keys and ``index``. :func:`collate_lists`
 returns ``input_ids``/``attention_mask``/``labels`` of shape (B*n, T) (example-major:
@@ -52,8 +56,23 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Te
     batch: dict[str, torch.Tensor] = {}
     for side in sides:
         ids, mask, labels = _pad(prompts, [ex[f"{side}_ids"] for ex in examples], pad_token_id, length)
-        batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch[f"{side}_labels"] = ids, mask, labels
+        batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch[f"{side}_labels"] = (
+            ids,
+            mask,
+            labels,
+        )
     batch["index"] = torch.tensor([ex["index"] for ex in examples], dtype=torch.long)
+    scored = ["chosen_score" in ex and "rejected_score" in ex for ex in examples]
+    if len(sides) == 2 and all(scored):
+        for side in sides:
+            batch[f"{side}_scores"] = torch.tensor(
+                [ex[f"{side}_score"] for ex in examples], dtype=torch.float32
+            )
+    elif len(sides) == 2 and any(scored):
+        raise ValueError(
+            f"pairwise batch mixes scored and unscored pairs (index {examples[scored.index(False)]['index']} "
+            "has no scores); a dataset must score all its pairs or none"
+        )
     return batch
 
 

@@ -1,8 +1,9 @@
 """Read a split of a source through ``datasets.load_dataset`` and map it to canonical records.
 
 :data:`SOURCES` maps each source name to its row mapper, default location (hub id or
-the shipped folder) and default split names. ``path`` overrides the location: a hub
-id, a local ``.jsonl``/``.json``/``.parquet`` file (it provides the ``train`` split),
+the shipped folder) and default split names. For ``shipped``, ``name`` picks the shipped
+dataset folder (``demo``, ``demo_scored``, ``demo_lists``; default ``demo``). ``path``
+overrides the location: a hub id, a local ``.jsonl``/``.json``/``.parquet`` file (it provides the ``train`` split),
 or a folder holding ``<split>.jsonl|.json|.parquet``. Local files are read with
 ``datasets.load_dataset("json"|"parquet", data_files=...)``, the same code path as hub
 data; ``HF_DATASETS_OFFLINE=1`` is honoured by ``datasets`` itself and a failed hub load
@@ -11,6 +12,9 @@ says so.
 ``.jsonl`` files are also scanned line by line first, so a malformed line is reported
 as ``file: line N: malformed JSON`` (``datasets`` cannot name the line), and rows with
 inconsistent column types still reach the per-field checks.
+
+Scored pairs: a file (split) must score all its pairs or none; a mix raises
+:class:`DataError` naming the first row without ``chosen_score``/``rejected_score``.
 
 Bad rows raise :class:`DataError` naming the source, row (and line) and field, or with
 ``on_bad_row="skip"`` are skipped and counted in ``stats["rows_skipped"][reason]``.
@@ -28,11 +32,12 @@ from functools import partial
 from pathlib import Path
 
 from prefdistill.data import sources
-from prefdistill.data.records import DataError, Record, RowError, convert
+from prefdistill.data.records import DataError, PairRecord, Record, RowError, convert
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "data" / "demo"
+SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "assets" / "data"
+SHIPPED_DIR = SHIPPED_ROOT / "demo"
 BAD_ROW_POLICIES = ("error", "skip")
 _EXTENSIONS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _MAX_SKIP_WARNINGS = 5
@@ -44,14 +49,19 @@ class SourceSpec:
     path: str | None
     splits: dict = field(default_factory=dict)  # our split -> source split (None: carve / absent)
     name: str | None = None
+    name_kw: str = "name"  # hh-rlhf subsets are data_dirs (helpful-base, ...), not configs
+    fields: dict | None = None  # default column mapping for the local reader
 
 
 _TRAIN_TEST = {"train": "train", "validation": None, "test": "test"}
 SOURCES: dict[str, SourceSpec] = {
-    "shipped": SourceSpec(
-        sources.local, str(SHIPPED_DIR), {"train": "train", "validation": "validation", "test": "test"}
+    "shipped": SourceSpec(  # sft reads prompt + chosen
+        sources.local,
+        str(SHIPPED_DIR),
+        {"train": "train", "validation": "validation", "test": "test"},
+        fields={"response": "chosen"},
     ),
-    "hh_rlhf": SourceSpec(sources.hh_rlhf, "Anthropic/hh-rlhf", _TRAIN_TEST),
+    "hh_rlhf": SourceSpec(sources.hh_rlhf, "Anthropic/hh-rlhf", _TRAIN_TEST, name_kw="data_dir"),
     "orca_dpo": SourceSpec(
         sources.orca_dpo, "Intel/orca_dpo_pairs", {"train": "train", "validation": None, "test": None}
     ),
@@ -79,6 +89,15 @@ def get_source(source: str) -> SourceSpec:
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; known sources: {sorted(SOURCES)}")
     return SOURCES[source]
+
+
+def shipped_dir(name: str | None) -> Path:
+    """The shipped dataset folder ``assets/data/<name>`` (default ``demo``)."""
+    folder = SHIPPED_ROOT / (name or "demo")
+    if not name or (folder / "train.jsonl").is_file():
+        return folder
+    known = sorted(p.name for p in SHIPPED_ROOT.iterdir() if (p / "train.jsonl").is_file())
+    raise DataError(f"no shipped dataset {name!r}; shipped datasets: {known}")
 
 
 def _local_file(path: Path, split: str) -> Path:
@@ -119,12 +138,12 @@ def _load(path: str, split: str | None = "train", **kwargs):
     return datasets.load_dataset(path, split=split, **kwargs)
 
 
-def read_rows(location: str, split: str, name: str | None, on_bad_row: str, skipped: Counter):
+def read_rows(location: str, split: str, hub_kwargs: dict, on_bad_row: str, skipped: Counter):
     """Return ``(label, rows, line_numbers_or_None)`` for one split of a hub id or local path."""
     local = Path(location).expanduser()
     if not local.exists():
         try:
-            return f"{location}[{split}]", _load(location, split, name=name), None
+            return f"{location}[{split}]", _load(location, split, **hub_kwargs), None
         except Exception as err:  # datasets raises many types; re-raise with the location
             offline = " (HF_DATASETS_OFFLINE is set: only cached datasets load)" if _offline() else ""
             raise DataError(f"could not load dataset {location!r} split {split!r}{offline}: {err}") from err
@@ -180,19 +199,25 @@ def load_records(
     if on_bad_row not in BAD_ROW_POLICIES:
         raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
     spec = get_source(source)
-    location = path or spec.path
+    location = path or (shipped_dir(name) if source == "shipped" else spec.path)
     if location is None:
         raise DataError(f"source {source!r} needs data.path (a .jsonl/.json/.parquet file or a folder)")
     stats = stats if stats is not None else {}
     skipped = stats.setdefault("rows_skipped", Counter())
     malformed_before = skipped.get("malformed_json", 0)
-    label, rows, lines = read_rows(str(location), split, name or spec.name, on_bad_row, skipped)
+    hub_kwargs = {spec.name_kw: name or spec.name} if (name or spec.name) and source != "shipped" else {}
+    label, rows, lines = read_rows(str(location), split, hub_kwargs, on_bad_row, skipped)
     stats["rows_read"] = stats.get("rows_read", 0) + skipped.get("malformed_json", 0) - malformed_before
     mapper = (
-        partial(spec.mapper, record_type=record_type, fields=fields)
+        partial(spec.mapper, record_type=record_type, fields={**(spec.fields or {}), **(fields or {})})
         if spec.mapper is sources.local
         else spec.mapper
     )
+    return _map_rows(rows, mapper, record_type, (label, lines), on_bad_row, limit, stats)
+
+
+def _map_rows(rows, mapper, record_type, origin, on_bad_row, limit, stats) -> list[tuple[int, Record]]:
+    """Map raw rows to records; bad rows raise or are counted in ``stats["rows_skipped"]``."""
     out: list[tuple[int, Record]] = []
     for i, row in enumerate(rows):
         if limit is not None and len(out) >= limit:
@@ -201,8 +226,21 @@ def load_records(
         try:
             out.append((i, convert(mapper(row, i), record_type)))
         except RowError as err:
-            msg = f"{where(label, i, lines)}: {err}"
+            msg = f"{where(origin[0], i, origin[1])}: {err}"
             if on_bad_row == "error":
                 raise DataError(msg + " (set data.on_bad_row=skip to skip and count such rows)") from err
-            _note_skip(skipped, err.reason, msg)
+            _note_skip(stats["rows_skipped"], err.reason, msg)
+    check_scored_pairs(out, origin)
     return out
+
+
+def check_scored_pairs(rows: list[tuple[int, Record]], origin: tuple) -> None:
+    """Scored and unscored pairs must not mix: name the first row without scores."""
+    scored = [r.scored for _, r in rows if isinstance(r, PairRecord)]
+    if any(scored) and not all(scored):
+        pairs = [i for i, r in rows if isinstance(r, PairRecord)]
+        first_scored, first_unscored = pairs[scored.index(True)], pairs[scored.index(False)]
+        raise DataError(
+            f"{where(origin[0], first_unscored, origin[1])}: no 'chosen_score'/'rejected_score', but row "
+            f"{first_scored} has them; a dataset must score all its pairs or none"
+        )

@@ -3,7 +3,9 @@
 Three shapes cover everything the training methods consume:
 
 * :class:`SFTRecord`  -- ``(prompt, response)``;
-* :class:`PairRecord` -- ``(prompt, chosen, rejected)``;
+* :class:`PairRecord` -- ``(prompt, chosen, rejected)``, optionally scored:
+  ``chosen_score``/``rejected_score`` are s(y; x) of an upstream score function
+  (e.g. ROUGE-L against a reference, a reward model), both set or both ``None``;
 * :class:`ListRecord` -- ``(prompt, responses[n], scores[n])``.
 
 A prompt is either a plain string or a list of chat messages
@@ -19,6 +21,7 @@ field name, and the loader prefixes the file (or dataset) and row, e.g.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Union
@@ -53,6 +56,12 @@ class PairRecord:
     chosen: str
     rejected: str
     id: str = ""
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+
+    @property
+    def scored(self) -> bool:
+        return self.chosen_score is not None and self.rejected_score is not None
 
 
 @dataclass(frozen=True)
@@ -70,8 +79,8 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def require_text(row: dict, field: str, *, key: str | None = None) -> str:
-    """Return ``row[key]`` (``key`` defaults to ``field``) as a stripped, non-empty string."""
+def require_text(row: dict, field: str, *, key: str | None = None, strip: bool = True) -> str:
+    """Return ``row[key]`` (``key`` defaults to ``field``) as a non-empty (stripped) string."""
     value = row.get(field if key is None else key)
     if value is None:
         raise RowError(field, "missing", "missing_field")
@@ -79,7 +88,7 @@ def require_text(row: dict, field: str, *, key: str | None = None) -> str:
         raise RowError(field, f"expected str, got {_type_name(value)}", "wrong_type")
     if not value.strip():
         raise RowError(field, "empty string", "empty_field")
-    return value.strip()
+    return value.strip() if strip else value
 
 
 def check_messages(value: Any, field: str = "prompt") -> list[Message]:
@@ -108,6 +117,29 @@ def check_prompt(value: Any, field: str = "prompt") -> Prompt:
     return require_text({field: value}, field)
 
 
+def check_score(value: Any, field: str) -> float | None:
+    """A finite number as ``float``; ``None`` (absent) stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise RowError(field, f"expected number, got {_type_name(value)}", "wrong_type")
+    if not math.isfinite(value):
+        raise RowError(field, f"expected a finite number, got {value}", "not_finite")
+    return float(value)
+
+
+def score_pair(row: dict, chosen_key: str, rejected_key: str) -> tuple[float | None, float | None]:
+    """``(chosen_score, rejected_score)`` of a row: both finite numbers, or both ``None``."""
+    chosen = check_score(row.get(chosen_key), chosen_key)
+    rejected = check_score(row.get(rejected_key), rejected_key)
+    if (chosen is None) != (rejected is None):
+        missing, given = (chosen_key, rejected_key) if chosen is None else (rejected_key, chosen_key)
+        raise RowError(
+            missing, f"missing while {given!r} is given (give both scores or neither)", "missing_field"
+        )
+    return chosen, rejected
+
+
 def check_scores(value: Any, n: int, field: str = "scores") -> list[float]:
     if value is None:
         raise RowError(field, "missing", "missing_field")
@@ -115,10 +147,9 @@ def check_scores(value: Any, n: int, field: str = "scores") -> list[float]:
         raise RowError(field, f"expected list of numbers, got {_type_name(value)}", "wrong_type")
     if len(value) != n:
         raise RowError(field, f"expected {n} scores (one per response), got {len(value)}")
-    for j, s in enumerate(value):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real):
-            raise RowError(f"{field}[{j}]", f"expected number, got {_type_name(s)}", "wrong_type")
-    return [float(s) for s in value]
+    if None in value:
+        raise RowError(f"{field}[{value.index(None)}]", "expected number, got null", "wrong_type")
+    return [check_score(s, f"{field}[{j}]") for j, s in enumerate(value)]
 
 
 def check_responses(value: Any, field: str = "responses") -> list[str]:
@@ -140,15 +171,17 @@ RECORD_TYPES = ("pairwise", "sft", "listwise")
 
 
 def convert(record: Record, record_type: str) -> Record:
-    """Re-shape a record: pair -> sft takes ``chosen``; pair -> list scores ``[1, 0]``;
-    list -> pair takes the best and worst scored responses; list -> sft the best."""
+    """Re-shape a record: pair -> sft takes ``chosen``; pair -> list scores ``[chosen_score,
+    rejected_score]`` (``[1, 0]`` when unscored); list -> pair takes the best and worst scored
+    responses (with their scores); list -> sft the best."""
     if record_type not in RECORD_TYPES:
         raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}")
     if isinstance(record, PairRecord):
         if record_type == "sft":
             return SFTRecord(record.prompt, record.chosen, record.id)
         if record_type == "listwise":
-            return ListRecord(record.prompt, [record.chosen, record.rejected], [1.0, 0.0], record.id)
+            scores = [record.chosen_score, record.rejected_score] if record.scored else [1.0, 0.0]
+            return ListRecord(record.prompt, [record.chosen, record.rejected], scores, record.id)
         return record
     if isinstance(record, ListRecord):
         if record_type == "listwise":
@@ -159,7 +192,14 @@ def convert(record: Record, record_type: str) -> Record:
         worst = min(range(len(record.scores)), key=record.scores.__getitem__)
         if record.scores[best] == record.scores[worst]:
             raise RowError("scores", "all scores are equal, so there is no preference", "tied_scores")
-        return PairRecord(record.prompt, record.responses[best], record.responses[worst], record.id)
+        return PairRecord(
+            record.prompt,
+            record.responses[best],
+            record.responses[worst],
+            record.id,
+            record.scores[best],
+            record.scores[worst],
+        )
     if record_type != "sft":
         raise DataError(f"an SFT source cannot provide {record_type!r} records")
     return record

@@ -8,10 +8,12 @@ naming the offending field. Which hub id / splits each source uses lives in
 * ``hh_rlhf``        Anthropic/hh-rlhf: ``chosen``/``rejected`` transcripts.
 * ``orca_dpo``       Intel/orca_dpo_pairs: ``system``, ``question``, ``chosen``, ``rejected``.
 * ``ultrafeedback``  HuggingFaceH4/ultrafeedback_binarized: ``prompt``, ``chosen``/``rejected``
-  message lists, ``score_chosen``/``score_rejected``.
+  message lists, ``score_chosen``/``score_rejected`` (-> ``chosen_score``/``rejected_score``).
 * ``tldr``           CarperAI/openai_summarize_comparisons: ``prompt``, ``chosen``, ``rejected``.
 * ``tldr_feedback``  openai/summarize_from_feedback ``comparisons``: ``info``, ``summaries``, ``choice``.
-* ``local``          any file with (mapped) canonical columns.
+* ``local``          any file with (mapped) canonical columns; pairs may carry ``chosen_score``
+  and ``rejected_score``. A listwise file (``responses`` + ``scores``) read as pairwise or
+  sft becomes best-vs-worst pairs (best response) via :func:`~prefdistill.data.records.convert`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from prefdistill.data.records import (
     check_scores,
     require_text,
     row_id,
+    score_pair,
 )
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -61,8 +64,8 @@ def hh_messages(prompt_text: str, field: str) -> list[dict[str, str]]:
 
 
 def hh_rlhf(row: dict, i: int) -> PairRecord:
-    chosen_prompt, chosen = split_hh(require_text(row, "chosen"), "chosen")
-    rejected_prompt, rejected = split_hh(require_text(row, "rejected"), "rejected")
+    chosen_prompt, chosen = split_hh(require_text(row, "chosen", strip=False), "chosen")
+    rejected_prompt, rejected = split_hh(require_text(row, "rejected", strip=False), "rejected")
     if chosen_prompt != rejected_prompt:
         raise RowError(
             "rejected", "chosen and rejected transcripts have different prompts", "prompt_mismatch"
@@ -95,16 +98,11 @@ def _last_assistant(row: dict, field: str) -> str:
     return require_text(answers[-1], f"{field}[-1].content", key="content")
 
 
-def ultrafeedback(row: dict, i: int) -> PairRecord | ListRecord:
+def ultrafeedback(row: dict, i: int) -> PairRecord:
     prompt = require_text(row, "prompt")
     chosen, rejected = _last_assistant(row, "chosen"), _last_assistant(row, "rejected")
-    rid = row_id(row, str(i), key="prompt_id")
-    if row.get("score_chosen") is None and row.get("score_rejected") is None:
-        return PairRecord(prompt, chosen, rejected, rid)
-    scores = check_scores(
-        [row.get("score_chosen"), row.get("score_rejected")], 2, "score_chosen/score_rejected"
-    )
-    return ListRecord(prompt, [chosen, rejected], scores, rid)
+    scores = score_pair(row, "score_chosen", "score_rejected")
+    return PairRecord(prompt, chosen, rejected, row_id(row, str(i), key="prompt_id"), *scores)
 
 
 def _strip_tldr(text: str) -> str:
@@ -145,17 +143,40 @@ def tldr_feedback(row: dict, i: int) -> PairRecord:
 
 
 def local(row: dict, i: int, record_type: str, fields: dict[str, str] | None = None):
-    """Read canonical columns (renamed through ``fields``: canonical name -> column name)."""
-    col = {
-        name: (fields or {}).get(name, name)
-        for name in ("prompt", "response", "chosen", "rejected", "responses", "scores", "id")
-    }
+    """Read canonical columns (renamed through ``fields``: canonical name -> column name).
+
+    A row is read in the shape of ``record_type``; a row of another shape (a listwise row --
+    ``responses``, no ``chosen`` -- read as pairwise/sft, a pair row read as listwise, or a pair
+    row without ``response`` read as sft) is read in its own shape and re-shaped by
+    :func:`~prefdistill.data.records.convert`."""
+    names = (
+        "prompt",
+        "response",
+        "chosen",
+        "rejected",
+        "chosen_score",
+        "rejected_score",
+        "responses",
+        "scores",
+        "id",
+    )
+    col = {name: (fields or {}).get(name, name) for name in names}
     prompt = check_prompt(row.get(col["prompt"]), col["prompt"])
     rid = row_id(row, str(i), key=col["id"])
-    if record_type == "sft":
+    has = {k: row.get(col[k]) is not None for k in ("response", "chosen", "rejected", "responses")}
+    other_shape = (has["chosen"] and has["rejected"]) or has["responses"]
+    if record_type == "sft" and (has["response"] or not other_shape):
         return SFTRecord(prompt, require_text(row, col["response"]), rid)
-    if record_type == "pairwise":
-        return PairRecord(prompt, require_text(row, col["chosen"]), require_text(row, col["rejected"]), rid)
+    as_pair = (
+        has["chosen"] and not has["responses"]
+        if record_type == "listwise"
+        else not has["responses"] or has["chosen"]
+    )
+    if as_pair:
+        chosen, rejected = require_text(row, col["chosen"]), require_text(row, col["rejected"])
+        return PairRecord(
+            prompt, chosen, rejected, rid, *score_pair(row, col["chosen_score"], col["rejected_score"])
+        )
     responses = check_responses(row.get(col["responses"]), col["responses"])
     return ListRecord(
         prompt, responses, check_scores(row.get(col["scores"]), len(responses), col["scores"]), rid

@@ -33,12 +33,15 @@ gradients. Teacher inputs are detached.
 ``teacher_topk_ids`` (B, T, k). Convention (one for all divergences): *both* distributions are
 restricted to the teacher's top-k support S and renormalised on it, ``p_S = softmax(logp_k/τ)``,
 ``q_S = softmax(z_S[ids]/τ)``, and D is computed on S. Consequence: the student's probability
-mass outside S is never penalised by the KD term (only the CE term sees it), and D = 0 as soon
-as the student's *relative* probabilities on S match the teacher's. With k = V this is exactly
-the full-logits path.
+mass outside S is never penalised by the KD term (only the CE term, kd_ratio < 1, sees it), and
+D = 0 as soon as the student's *relative* probabilities on S match the teacher's. With k = V
+this is the full-logits path (up to float rounding). ``teacher_topk_ids`` must be valid ids.
 
 Inputs are aligned: ``student_logits[b, t]`` predicts ``labels[b, t]`` (the caller shifts).
-``labels`` must be a valid token id wherever ``mask`` is True (it may be -100 elsewhere).
+``labels`` must be a valid token id wherever ``mask`` is True (it may be -100 elsewhere); it
+may be None when ``kd_ratio == 1``. Only the masked rows are gathered before the softmaxes, so
+prompt/padding positions cost nothing. Metrics, (B,) detached: ``kd/divergence`` (= τ²·KD_b)
+and ``kd/ce`` (CE_b, when labels are given).
 """
 
 from __future__ import annotations
@@ -104,11 +107,15 @@ def _check_range(name: str, value: float) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
 
 
-def _selected_logprobs(student_logits, mask, teacher_logits, topk_logps, topk_ids, temperature):
-    """Teacher / student log-probs (N, V or k) at the N masked positions, float32, floored."""
-    if (teacher_logits is None) == (topk_logps is None or topk_ids is None):
+def _selected_logprobs(student_rows, mask, teacher_logits, topk_logps, topk_ids, temperature):
+    """Teacher / student log-probs (N, V or k) at the N masked positions, float32, floored.
+
+    ``student_rows`` (N, V) are the student logits already selected with ``mask``.
+    """
+    use_topk = topk_logps is not None or topk_ids is not None
+    if (teacher_logits is not None) == use_topk or (use_topk and (topk_logps is None or topk_ids is None)):
         raise ValueError("pass exactly one of teacher_logits or (teacher_topk_logps, teacher_topk_ids)")
-    student = student_logits[mask].float() / temperature
+    student = student_rows / temperature
     if teacher_logits is not None:
         teacher = teacher_logits.detach()[mask].float() / temperature
     else:
@@ -135,8 +142,9 @@ def _token_kd(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     _check_range("kd_ratio", kd_ratio)
     mask = mask.bool()
+    student_rows = student_logits[mask].float()  # (N, V): only distilled positions are computed
     lp, lq = _selected_logprobs(
-        student_logits, mask, teacher_logits, teacher_topk_logps, teacher_topk_ids, temperature
+        student_rows, mask, teacher_logits, teacher_topk_logps, teacher_topk_ids, temperature
     )
     rows = mask.nonzero(as_tuple=True)[0]  # example index of each selected position
     count = mask.sum(-1).clamp_min(1).float()
@@ -149,7 +157,7 @@ def _token_kd(
     loss = kd_ratio * kd
     if labels is not None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
-            ce_tok = F.cross_entropy(student_logits[mask].float(), labels[mask].long(), reduction="none")
+            ce_tok = F.cross_entropy(student_rows, labels[mask].long(), reduction="none")
             ce = per_example(ce_tok)
         metrics["kd/ce"] = ce.detach()
         if kd_ratio < 1.0:
@@ -176,10 +184,8 @@ def kd_fkl(
     kd_ratio: float = 1.0,
 ) -> LossOutput:
     """Forward KL(p_T ‖ q_S) (Hinton KD), token mean per example; see the module docstring."""
-    return _token_kd(
-        _fkl, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
-        temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(_fkl, *tensors, temperature, kd_ratio)
 
 
 @register("kd_rkl", needs=_NEEDS, kind="token")
@@ -195,10 +201,8 @@ def kd_rkl(
     kd_ratio: float = 1.0,
 ) -> LossOutput:
     """Reverse KL(q_S ‖ p_T), token mean per example; see the module docstring."""
-    return _token_kd(
-        _rkl, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
-        temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(_rkl, *tensors, temperature, kd_ratio)
 
 
 @register("kd_tvd", needs=_NEEDS, kind="token")
@@ -214,10 +218,8 @@ def kd_tvd(
     kd_ratio: float = 1.0,
 ) -> LossOutput:
     """Total variation ½Σ|p_T − q_S|, token mean per example; see the module docstring."""
-    return _token_kd(
-        _tvd, student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids,
-        temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(_tvd, *tensors, temperature, kd_ratio)
 
 
 @register("kd_jsd", needs=_NEEDS, kind="token")
@@ -235,10 +237,8 @@ def kd_jsd(
 ) -> LossOutput:
     """Generalized JSD_β (GKD / TRL convention, endpoints special-cased), token mean per example."""
     _check_range("beta", beta)
-    return _token_kd(
-        functools.partial(_jsd, beta=beta), student_logits, mask, labels, teacher_logits,
-        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(functools.partial(_jsd, beta=beta), *tensors, temperature, kd_ratio)
 
 
 @register("kd_skl", needs=_NEEDS, kind="token")
@@ -256,10 +256,8 @@ def kd_skl(
 ) -> LossOutput:
     """Skew forward KL(p_T ‖ αp_T + (1−α)q_S) (DistiLLM), token mean per example."""
     _check_range("alpha", alpha)
-    return _token_kd(
-        functools.partial(_skl, alpha=alpha), student_logits, mask, labels, teacher_logits,
-        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(functools.partial(_skl, alpha=alpha), *tensors, temperature, kd_ratio)
 
 
 @register("kd_srkl", needs=_NEEDS, kind="token")
@@ -277,7 +275,5 @@ def kd_srkl(
 ) -> LossOutput:
     """Skew reverse KL(q_S ‖ (1−α)p_T + αq_S) (DistiLLM), token mean per example."""
     _check_range("alpha", alpha)
-    return _token_kd(
-        functools.partial(_srkl, alpha=alpha), student_logits, mask, labels, teacher_logits,
-        teacher_topk_logps, teacher_topk_ids, temperature, kd_ratio,
-    )
+    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
+    return _token_kd(functools.partial(_srkl, alpha=alpha), *tensors, temperature, kd_ratio)

@@ -40,7 +40,9 @@ def _seq_logp(logps: torch.Tensor, lengths: torch.Tensor, length_norm: str) -> t
     return logps
 
 
-def _hinge(target_margin, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, length_norm, nll_weight):
+def _hinge(
+    target_margin, chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, length_norm, nll_weight
+):
     """``max(0, target_margin − L⁺ + L⁻) + nll_weight·(−L⁺)`` and the reward metrics."""
     chosen = _seq_logp(chosen_logps, chosen_lengths, length_norm)
     rejected = _seq_logp(rejected_logps, rejected_lengths, length_norm)

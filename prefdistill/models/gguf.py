@@ -52,7 +52,9 @@ def find_package_file(package: str, relpath: str) -> Path | None:
 
 def quant_label(path: str | Path) -> str:
     """The quantisation named in a GGUF file name, e.g. ``Q4_1`` or ``Q4_K_M`` ('unknown' if none)."""
-    m = re.search(r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|\.gguf$)", Path(path).name, re.I)
+    m = re.search(
+        r"(?:^|[._-])((?:I?Q\d(?:_[A-Z0-9]+)*)|BF16|F16|F32)(?=[._-]|\.gguf$)", Path(path).name, re.I
+    )
     return m.group(1).upper() if m else "unknown"
 
 

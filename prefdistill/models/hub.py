@@ -21,7 +21,9 @@ _TRUE = {"1", "on", "yes", "true"}
 
 def offline_mode() -> bool:
     """True when the user asked for offline mode (read now, not at huggingface_hub import)."""
-    return any(os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in _TRUE for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -61,14 +61,12 @@ def _fallback_folder(spec: ModelSpec, reason: BaseException, offline: bool) -> P
 
 def _load_source(spec: ModelSpec, load: Callable[..., Any]) -> Any:
     """Call ``load(path, **kw)`` on the spec's weights source, falling back to the packaged GGUF."""
-    local = spec.local_dir
-    if spec.gguf_file:
-        return load(str(local or spec.name_or_path), gguf_file=spec.gguf_file, revision=spec.revision)
-    if local is not None:
-        return load(str(local))
+    extra = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    if spec.local_dir is not None:
+        return load(str(spec.local_dir), **extra)
     offline = not hub_reachable()
     try:
-        return load(spec.name_or_path, revision=spec.revision, local_files_only=offline)
+        return load(spec.name_or_path, revision=spec.revision, local_files_only=offline, **extra)
     except _load_errors() as err:
         if spec.offline_fallback is None:
             raise
@@ -118,7 +116,13 @@ def _pretrained(spec: ModelSpec):
     kw: dict[str, Any] = {"dtype": TORCH_DTYPES[spec.dtype], "trust_remote_code": spec.trust_remote_code}
     if spec.attn_implementation:
         kw["attn_implementation"] = spec.attn_implementation
-    model = _load_source(spec, lambda path, **extra: AutoModelForCausalLM.from_pretrained(path, **kw, **extra))
+
+    def load(path: str, **extra: Any):
+        if extra.get("local_files_only"):  # transformers does not pass it on to its adapter lookup
+            extra["adapter_kwargs"] = {"local_files_only": True}
+        return AutoModelForCausalLM.from_pretrained(path, **kw, **extra)
+
+    model = _load_source(spec, load)
     if getattr(model, "hf_quantizer", None) is not None and spec.gguf_file:
         model.hf_quantizer.remove_quantization_config(model)  # dequantised: train and save as plain
     return model
@@ -140,6 +144,15 @@ def _apply_lora(model, lora: dict):
     return get_peft_model(model, config)
 
 
+def _enable_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing (renamed in transformers 5.x; old name kept for 4.x)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def load_model(spec: ModelSpec, *, trainable: bool = True) -> torch.nn.Module:
     """HF causal LM for ``spec``; PEFT-wrapped when ``spec.lora`` and ``trainable``.
 
@@ -150,7 +163,7 @@ def load_model(spec: ModelSpec, *, trainable: bool = True) -> torch.nn.Module:
         model.requires_grad_(False)
         return model.eval()
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
         model.config.use_cache = False
         if spec.lora:  # frozen embeddings: make checkpointed inputs require grad (reentrant-safe)
             model.enable_input_require_grads()

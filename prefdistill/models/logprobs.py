@@ -7,6 +7,9 @@ lm_head + float32 log-softmax to chunks of ``chunk_size`` rows. With grad enable
 recomputed in backward (activation checkpointing), so peak memory holds ``chunk_size x V`` logits
 instead of ``N x T x V`` (or ``M x V``). Gemma-2's ``final_logit_softcapping`` is applied.
 
+The backbone and lm_head are called directly (not the wrapper's ``forward``): with FSDP2/ZeRO-3, shard
+lm_head as its own unit (or use ``naive_*``), since the root's forward hook would not gather it.
+
 Architectures whose backbone cannot be found generically (or with extra logit scaling) fall back
 to full logits via ``naive_*`` with a one-time warning.
 """
@@ -59,7 +62,9 @@ def _warn_once(model: torch.nn.Module) -> None:
     name = type(_unwrap(model)).__name__
     if name not in _warned:
         _warned.add(name)
-        log.warning("response_logps: no generic backbone/lm_head for %s; using full logits (more memory)", name)
+        log.warning(
+            "response_logps: no generic backbone/lm_head for %s; using full logits (more memory)", name
+        )
 
 
 def _chunk_logps(hidden: Tensor, targets: Tensor, head: torch.nn.Module, softcap: float | None) -> Tensor:
@@ -83,15 +88,21 @@ def _packed_token_logps(
     if parts is None:
         return None
     backbone, head, softcap = parts
-    out = backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    out = backbone(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state  # (N, T, H)
     targets, mask = _shifted(labels)
     rows, tgt = hidden[:, :-1][mask], targets[mask]  # (M, H), (M,)
-    recompute = torch.is_grad_enabled() and rows.requires_grad
+    # Recompute each chunk's logits in backward (keeps chunk x V, not M x V, alive); one chunk: no gain.
+    needs_grad = rows.requires_grad or any(p.requires_grad for p in head.parameters())
+    recompute = torch.is_grad_enabled() and needs_grad and rows.shape[0] > chunk_size
     chunks = []
     for i in range(0, rows.shape[0], max(1, chunk_size)):
         args = (rows[i : i + chunk_size], tgt[i : i + chunk_size], head, softcap)
-        chunks.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args))
+        chunks.append(
+            checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args)
+        )
     flat = torch.cat(chunks) if chunks else hidden.new_zeros(0, dtype=torch.float32)
     return flat, mask
 

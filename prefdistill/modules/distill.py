@@ -21,7 +21,14 @@ def vocab_size(model: torch.nn.Module) -> int:
 class DistillModule(PolicyModule):
     """Trains ``policy`` (the student) against ``teacher`` logits; see the module docstring."""
 
-    def __init__(self, *args, teacher: ModelSpec | None = None, reference: ModelSpec | None = None, **kw):
+    def __init__(
+        self,
+        *args,
+        teacher: ModelSpec | None = None,
+        reference: ModelSpec | None = None,  # accepted for a uniform module config; unused
+        reference_cache: str | None = None,  # likewise
+        **kw,
+    ):
         super().__init__(*args, **kw)
         if self.loss.kind != "token":
             raise ValueError(f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}")

@@ -16,7 +16,14 @@ from prefdistill.modules.base import PolicyModule
 class ListwiseModule(PolicyModule):
     """Trains ``policy`` on a listwise loss over (B, n) responses with (B, n) teacher scores."""
 
-    def __init__(self, *args, teacher: ModelSpec | None = None, reference: ModelSpec | None = None, **kw):
+    def __init__(
+        self,
+        *args,
+        teacher: ModelSpec | None = None,
+        reference: ModelSpec | None = None,  # accepted for a uniform module config; unused
+        reference_cache: str | None = None,  # likewise
+        **kw,
+    ):
         super().__init__(*args, **kw)
         if self.loss.kind != "listwise":
             raise ValueError(f"ListwiseModule trains listwise losses; {self.loss.name!r} is {self.loss.kind}")

@@ -2,7 +2,8 @@
 
 One concatenated forward of ``[chosen; rejected]`` through the policy gives the (B,)
 summed response log-probs; the reference (when the loss ``needs`` one) runs the same
-tensors without gradients. With LoRA the reference is the same network with adapters
+tensors without gradients, or, with ``reference_cache`` set, is looked up in log-probs
+computed once per (data, reference) and stored on disk (see ``reference_cache.py``). With LoRA the reference is the same network with adapters
 disabled, so no second copy is held; with full fine-tuning it is a frozen copy built
 from the ``reference`` spec (default: the policy's spec).
 
@@ -13,11 +14,16 @@ never on the loss name.
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
+from tqdm.auto import tqdm
 
 from prefdistill.models import ModelSpec, load_model, response_logps
 from prefdistill.modules.base import PolicyModule
+from prefdistill.modules.reference_cache import ReferenceCache, cache_key, lookup_table
+
+log = logging.getLogger(__name__)
 
 SIDES = ("chosen", "rejected")
 
@@ -25,7 +31,14 @@ SIDES = ("chosen", "rejected")
 class PreferenceModule(PolicyModule):
     """Trains ``policy`` on a pairwise loss; see the module docstring."""
 
-    def __init__(self, *args, reference: ModelSpec | None = None, teacher: ModelSpec | None = None, **kw):
+    def __init__(
+        self,
+        *args,
+        reference: ModelSpec | None = None,
+        teacher: ModelSpec | None = None,
+        reference_cache: str | None = None,
+        **kw,
+    ):
         super().__init__(*args, **kw)
         if self.loss.kind != "pairwise":
             raise ValueError(
@@ -35,14 +48,22 @@ class PreferenceModule(PolicyModule):
         self.reference: torch.nn.Module | None = None
         # A teacher is used upstream (it wrote the pairs); pairwise losses never call it.
         self.teacher_spec = teacher
+        self.reference_cache = ReferenceCache(reference_cache) if reference_cache else None
+        self._reference_tables: dict[str, torch.Tensor] = {}
+        self._restored = False
 
     @property
     def needs_reference(self) -> bool:
         return "reference" in self.loss.needs
 
     def configure_extra_models(self) -> None:
-        if self.needs_reference and not self.uses_lora and self.reference is None:
+        cached = self.reference_cache is not None
+        if self.needs_reference and not self.uses_lora and not cached and self.reference is None:
             self.reference = load_model(self.reference_spec or self.policy_spec, trainable=False)
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._restored = True
 
     # -- forward -----------------------------------------------------------------------
     def sides(self, batch) -> tuple[str, ...]:
@@ -60,18 +81,70 @@ class PreferenceModule(PolicyModule):
         input_ids, attention_mask, labels = self._concat(batch, sides)
         return response_logps(model, input_ids, attention_mask, labels, chunk_size=self.chunk_size)
 
+    @contextlib.contextmanager
+    def _reference_model(self):
+        """The network that computes reference log-probs, in eval mode, without gradients."""
+        if self.uses_lora:
+            with self.policy.disable_adapter():
+                yield self.policy
+        elif self.reference is not None:
+            yield self.reference
+        elif self.reference_spec is None and self.global_step == 0 and not self._restored:
+            was_training = self.policy.training
+            self.policy.eval()  # untrained policy == reference: no second copy needed
+            try:
+                yield self.policy
+            finally:
+                self.policy.train(was_training)
+        else:  # policy already trained: load the reference just for this pass
+            yield load_model(self.reference_spec or self.policy_spec, trainable=False).to(self.device)
+
     @torch.no_grad()
     def reference_logps(self, batch, sides) -> torch.Tensor:
-        if "ref_chosen_logps" in batch:  # precomputed (reference cache)
-            return torch.cat([batch[f"ref_{s}_logps"] for s in sides]).float()
-        if self.uses_lora:
-            ctx = self.policy.disable_adapter()
-            model = self.policy
-        else:
-            ctx, model = contextlib.nullcontext(), self.reference
-        with ctx:
+        if self.reference_cache is not None:
+            rows = self._reference_table(self._split())[batch["index"].cpu()]  # (B, 2)
+            if torch.isnan(rows).any():
+                raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
+            return torch.cat([rows[:, k] for k in range(len(sides))]).to(self.device)
+        with self._reference_model() as model:
             logps, _ = self.sequence_logps(model, batch, sides)
         return logps
+
+    def _split(self) -> str:
+        stage = self.trainer.state.stage
+        split = {"train": "train", "validate": "validation", "sanity_check": "validation"}.get(
+            stage.value if stage else "", "test"
+        )
+        datasets = self.trainer.datamodule.datasets
+        return split if datasets.get(split) else "validation"
+
+    def _reference_table(self, split: str) -> torch.Tensor:
+        if split not in self._reference_tables:
+            dm = self.trainer.datamodule
+            spec = self.reference_spec or self.policy_spec
+            key = cache_key(dm.datasets[split], spec.identity())
+            data = self.reference_cache.load(key)
+            if data is None:
+                data = self._compute_reference(dm._loader(split, shuffle=False), split)
+                path = self.reference_cache.save(key, **data)
+                log.info("reference log-probs [%s]: computed and cached in %s", split, path)
+            else:
+                log.info("reference log-probs [%s]: reused %s", split, self.reference_cache.path(key))
+            self._reference_tables[split] = lookup_table(data)
+        return self._reference_tables[split]
+
+    @torch.no_grad()
+    def _compute_reference(self, loader, split: str) -> dict[str, torch.Tensor]:
+        index, chosen, rejected = [], [], []
+        with self._reference_model() as model:
+            for batch in tqdm(loader, desc=f"reference log-probs [{split}]", leave=False):
+                batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                logps, _ = self.sequence_logps(model, batch, SIDES)
+                n = batch["chosen_input_ids"].shape[0]
+                index.append(batch["index"].cpu())
+                chosen.append(logps[:n].cpu())
+                rejected.append(logps[n:].cpu())
+        return {"index": torch.cat(index), "chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}
 
     def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         sides = self.sides(batch)

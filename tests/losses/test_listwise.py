@@ -129,13 +129,14 @@ def test_rd_equal_student_scores_is_log_n_factorial():
 def test_rd_hand_worked_n3():
     """β = 1, student A = (0, 1, 2), teacher order τ* = (0, 2, 1) (teacher r = (3, 1, 2)).
 
-    −log P = −[0 − ln(1 + e + e²)] − [2 − ln(e² + e)] − 0 = ln(1+e+e²) − 2 + ln(e²+e) = 1.720681
+    −log P = −[0 − ln(1 + e + e²)] − [2 − ln(e² + e)] − 0 = ln(1+e+e²) − 2 + ln(e²+e) = 2.720868
     """
     lengths = torch.ones(1, 3)
     logps = torch.tensor([[0.0, 1.0, 2.0]])
     teacher = torch.tensor([[3.0, 1.0, 2.0]])
     e = math.e
     want = math.log(1 + e + e * e) - 2 + math.log(e * e + e)
+    assert want == pytest.approx(2.720868, abs=1e-6)
     assert pad_rd(logps, lengths, teacher, beta=1.0).loss.item() == pytest.approx(want, abs=1e-5)
 
 

@@ -1,0 +1,202 @@
+"""``PreferenceDataModule``: a source, a template and a truncation policy -> dataloaders.
+
+Constructor arguments are the ``configs/data/*.yaml`` keys. The tokenizer is a runtime
+setting that comes from the model, so it is handed over with :meth:`connect` before
+``setup`` (as in litgpt)::
+
+    dm = PreferenceDataModule(source="shipped", max_length=128, max_prompt_length=64)
+    dm.connect(tokenizer)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))   # keys: see prefdistill.data.collate
+
+``splits`` maps our split names (train/validation/test) to the source's; a ``null``
+validation split is carved from train (``val_fraction``, seeded), a ``null`` test split
+falls back to validation (logged). A ``path`` that is a single file is the train split
+(whatever the source's split names); give a folder of ``<split>.jsonl`` files for more. After ``setup``, ``self.stats[split]`` holds the
+counters of :func:`prefdistill.data.examples.new_stats` and a one-line summary per
+split is logged. Scored pairs (``chosen_score``/``rejected_score``) must be scored in every
+split or in none (``DataError`` at setup otherwise); their batches carry ``chosen_scores``
+/``rejected_scores``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from functools import partial
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from prefdistill.data.collate import collate_lists, collate_pairs
+from prefdistill.data.examples import build_examples, new_stats, summary
+from prefdistill.data.loading import BAD_ROW_POLICIES, get_source, load_records, shipped_dir
+from prefdistill.data.records import RECORD_TYPES, DataError
+from prefdistill.data.templates import PromptEncoder
+from prefdistill.data.truncation import TruncationPolicy
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "validation", "test")
+_STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",)}
+
+
+class PreferenceDataModule(LightningDataModule):
+    def __init__(
+        self,
+        source: str = "shipped",
+        path: str | None = None,
+        name: str | None = None,
+        splits: dict | None = None,
+        record_type: str = "pairwise",
+        fields: dict | None = None,
+        template: str = "auto",
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        truncation_mode: str = "keep_end",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        max_samples: int | None = None,
+        on_bad_row: str = "error",
+        val_fraction: float = 0.05,
+        seed: int = 42,
+    ):
+        super().__init__()
+        spec = get_source(source)  # unknown source -> DataError listing the known ones
+        if source == "shipped" and path is None:
+            shipped_dir(name)  # unknown shipped dataset -> DataError listing the shipped ones
+        if record_type not in RECORD_TYPES:
+            raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}")
+        if on_bad_row not in BAD_ROW_POLICIES:
+            raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters(logger=False)
+        self.source, self.path, self.name, self.record_type = source, path, name, record_type
+        self.splits = {**spec.splits, **dict(splits or {})}
+        if path is not None and Path(path).expanduser().is_file():
+            # one file is the train split; validation is carved from it, test falls back to validation
+            self.splits = {"train": "train", "validation": None, "test": None}
+        self.fields = dict(fields) if fields else None
+        self.template, self.on_bad_row, self.seed = template, on_bad_row, seed
+        self.policy = TruncationPolicy(max_length, max_prompt_length, truncation_mode)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.max_samples, self.val_fraction = num_workers, max_samples, val_fraction
+        self.tokenizer = None
+        self.datasets: dict[str, list[dict]] = {}
+        self.stats: dict[str, dict] = {}
+
+    def connect(self, tokenizer) -> None:
+        """Hand over the (model's) tokenizer; must happen before :meth:`setup`."""
+        self.tokenizer = tokenizer
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def _load(self, split: str) -> list:
+        stats = self.stats.setdefault(split, new_stats())
+        source_split = self.splits.get(split)
+        if source_split is None and split == "validation" and self.val_fraction > 0:
+            return self._carve_validation()
+        if source_split is None:
+            return []
+        limit = None if self.max_samples is None else self.max_samples
+        kw = dict(path=self.path, name=self.name, record_type=self.record_type, fields=self.fields)
+        return load_records(
+            self.source, source_split, on_bad_row=self.on_bad_row, limit=limit, stats=stats, **kw
+        )
+
+    def _carve_validation(self) -> list:
+        """Move a seeded ``val_fraction`` of the train rows to validation (the source has none)."""
+        train_stats = self.stats.setdefault("train", new_stats())
+        limit = None if self.max_samples is None else 2 * self.max_samples
+        kw = dict(path=self.path, name=self.name, record_type=self.record_type, fields=self.fields)
+        rows = load_records(
+            self.source,
+            self.splits["train"],
+            on_bad_row=self.on_bad_row,
+            limit=limit,
+            stats=train_stats,
+            **kw,
+        )
+        order = list(range(len(rows)))
+        random.Random(self.seed).shuffle(order)
+        n_val = max(1, math.ceil(len(rows) * self.val_fraction)) if rows else 0
+        val_ids = set(order[:n_val])
+        self._carved_train = [r for k, r in enumerate(rows) if k not in val_ids]
+        train_stats["rows_to_validation"] = n_val
+        self.stats["validation"]["rows_read"] = n_val
+        return [r for k, r in enumerate(rows) if k in val_ids]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("PreferenceDataModule.connect(tokenizer) must be called before setup()")
+        encoder = PromptEncoder(self.tokenizer, self.template)
+        wanted = _STAGE_SPLITS.get(stage, SPLITS)
+        # validation first: carving it from train also fixes the train rows
+        for split in sorted(wanted, key=lambda s: s != "validation"):
+            if split in self.datasets:
+                continue
+            rows = (
+                self._carved_train
+                if split == "train" and hasattr(self, "_carved_train")
+                else self._load(split)
+            )
+            if self.max_samples is not None:
+                rows = rows[: self.max_samples]
+            label = f"{self.source}[{split}]"
+            stats = self.stats.setdefault(split, new_stats())
+            self.datasets[split] = build_examples(
+                rows, encoder, self.policy, stats, on_bad_row=self.on_bad_row, label=label
+            )
+            log.info("%s (source=%s, template=%s)", summary(split, stats), self.source, encoder.template)
+        self._check_scored_splits()
+
+    def _check_scored_splits(self) -> None:
+        """Every split has scored pairs, or none does (a loss needing scores needs them in all)."""
+        scored = {
+            s: "chosen_score" in ds[0] for s, ds in self.datasets.items() if ds and "rejected_ids" in ds[0]
+        }
+        if len(set(scored.values())) > 1:
+            has = sorted(s for s, v in scored.items() if v)
+            lacks = sorted(s for s, v in scored.items() if not v)
+            raise DataError(
+                f"{self.source}: splits {has} have 'chosen_score'/'rejected_score' but {lacks} do not; "
+                "score every split or none"
+            )
+
+    def _collate(self):
+        fn = collate_lists if self.record_type == "listwise" else collate_pairs
+        return partial(fn, pad_token_id=self.pad_token_id)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"split {split!r} is not set up; call setup() first")
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.datasets.get("test") and self.splits.get("test") is None:
+            log.warning("source %r has no test split; testing on the validation split", self.source)
+            if "validation" not in self.datasets:
+                self.setup("validate")
+            return self._loader("validation", shuffle=False)
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,42 @@
+"""Helpers for tests that compose the real Hydra train config (imported by name: unique module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+TINY_OVERRIDES = [
+    "model=tiny",
+    "hardware=cpu",
+    "logger=none",
+    "data.max_samples=16",
+    "data.batch_size=4",
+    "trainer.max_steps=2",
+    "trainer.limit_val_batches=1",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+]
+
+
+def compose_train(tmp_path: Path, overrides: list[str] | None = None):
+    """Compose configs/train.yaml as `python train.py` would, with outputs under tmp_path."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from prefdistill.utils.run import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
