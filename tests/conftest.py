@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,12 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
 from train_helpers import TINY_OVERRIDES, compose_train  # noqa: E402
+
+# Tiny models: one thread is fastest, and two threads oversubscribe a 2-core machine badly
+# when anything else runs.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
     env = {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache"),
            "WANDB_MODE": "offline"}
     cmd = [sys.executable, "train.py", "-m", "model=tiny", "method.beta=0.1,0.5", "trainer.max_steps=2",
-           "data.max_samples=8", "trainer.limit_val_batches=1", "save_model=false"]
+           "data.max_samples=8", "data.batch_size=4", "trainer.limit_val_batches=1", "save_model=false"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.name.isdigit())

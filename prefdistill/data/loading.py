@@ -3,8 +3,8 @@
 :data:`SOURCES` maps each source name to its row mapper, default location (hub id or
 the shipped folder) and default split names. For ``shipped``, ``name`` picks the shipped
 dataset folder (``demo``, ``demo_scored``, ``demo_lists``; default ``demo``). ``path``
-overrides the location: a hub id, a local ``.jsonl``/``.json``/``.parquet`` file (it provides the ``train`` split),
-or a folder holding ``<split>.jsonl|.json|.parquet``. Local files are read with
+overrides the location: a hub id, a local ``.jsonl``/``.json``/``.parquet`` file (it
+provides the ``train`` split), or a folder holding ``<split>.jsonl|.json|.parquet``. Local files are read with
 ``datasets.load_dataset("json"|"parquet", data_files=...)``, the same code path as hub
 data; ``HF_DATASETS_OFFLINE=1`` is honoured by ``datasets`` itself and a failed hub load
 says so.

@@ -105,6 +105,8 @@ class PolicyModule(L.LightningModule):
 
     def log_metrics(self, split: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         on_step = split == "train"
+        if on_step and self._trainer is not None and self.trainer.optimizers:
+            metrics = {**metrics, "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])}
         for name, value in metrics.items():
             self.log(
                 f"{split}/{name}",

@@ -160,6 +160,11 @@ class PreferenceModule(PolicyModule):
             ref = self.reference_logps(batch, sides)
             inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = ref[:n], ref[n:]
         if "scores" in self.loss.needs:
+            if "chosen_scores" not in batch:
+                raise KeyError(
+                    f"loss {self.loss.name!r} needs per-response scores, but the batch has none: "
+                    "use scored pairs (chosen_score/rejected_score fields, e.g. data=demo_scored)"
+                )
             inputs |= {f"{s}_scores": batch[f"{s}_scores"] for s in sides}
         out = self.loss(**inputs)
         metrics = dict(out.metrics)

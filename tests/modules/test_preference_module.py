@@ -1,0 +1,117 @@
+"""PreferenceModule on the tiny model: reference handling, cache equivalence, every pairwise loss learns."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS
+
+from prefdistill.data import PreferenceDataModule
+from prefdistill.losses import REGISTRY, get_loss
+from prefdistill.models import load_tokenizer
+from prefdistill.modules import PreferenceModule, build_module
+
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+TINY_LORA = instantiate(
+    OmegaConf.load(CONFIGS / "model" / "tiny.yaml"),
+    lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+)
+PAIRWISE = sorted(n for n, e in REGISTRY.items() if e.kind == "pairwise")
+
+
+@pytest.fixture(scope="module")
+def batch():
+    dm = PreferenceDataModule(source="shipped", max_samples=4, batch_size=4, max_length=96, max_prompt_length=64)
+    dm.connect(load_tokenizer(TINY))
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def _module(spec, loss, **kw):
+    module = PreferenceModule(policy=spec, loss=loss, optimizer=partial(torch.optim.SGD, lr=1.0), **kw)
+    module.configure_model()
+    return module
+
+
+def _scored(batch):
+    n = batch["chosen_input_ids"].shape[0]
+    return {**batch, "chosen_scores": torch.ones(n), "rejected_scores": torch.zeros(n)}
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+def test_every_pairwise_loss_updates_every_trainable_param(name, batch):
+    loss = get_loss(name)
+    module = _module(TINY, loss)
+    before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+    value, metrics = module.compute(_scored(batch))
+    assert torch.isfinite(value)
+    value.backward()
+    torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=1.0).step()
+    changed = [n for n, p in module.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    # every parameter that carries gradient moves (tied embeddings included)
+    assert len(changed) >= 0.9 * len(before), (name, len(changed), len(before))
+    assert "logps/chosen" in metrics
+
+
+def test_reference_is_a_frozen_copy_for_full_finetuning_and_absent_for_reference_free(batch):
+    dpo = _module(TINY, get_loss("dpo"))
+    assert dpo.reference is not None
+    assert not any(p.requires_grad for p in dpo.reference.parameters())
+    simpo = _module(TINY, get_loss("simpo"))
+    assert simpo.reference is None
+    free = _module(TINY, get_loss("dpo", reference_free=True))
+    assert free.reference is None
+
+
+def test_lora_reference_is_the_policy_with_adapters_disabled(batch):
+    module = _module(TINY_LORA, get_loss("dpo"))
+    assert module.reference is None  # no second copy
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # perturb the adapters: the policy moves, the reference must not
+    ref_before = module.reference_logps(batch, ("chosen", "rejected"))
+    with torch.no_grad():
+        for n, p in module.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)
+    ref_after = module.reference_logps(batch, ("chosen", "rejected"))
+    policy, _ = module.sequence_logps(module.policy, batch, ("chosen", "rejected"))
+    torch.testing.assert_close(ref_before, ref_after)
+    assert not torch.allclose(policy, ref_after)
+
+
+def test_loss_at_initialisation_is_log2_for_dpo(batch):
+    module = _module(TINY_LORA, get_loss("dpo"))
+    value, metrics = module.compute(batch)
+    assert value.item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)
+    assert metrics["reward/margin"].abs().max() < 1e-6
+
+
+def test_sft_forwards_only_the_chosen_side(batch, monkeypatch):
+    module = _module(TINY, get_loss("sft"))
+    seen = []
+    original = module.sequence_logps
+    monkeypatch.setattr(module, "sequence_logps", lambda m, b, sides: seen.append(sides) or original(m, b, sides))
+    module.compute(batch)
+    assert seen == [("chosen",)]
+
+
+def test_missing_scores_fail_loudly(batch):
+    module = _module(TINY, get_loss("plad_margin"))
+    with pytest.raises(KeyError):
+        module.compute(batch)
+
+
+def test_build_module_picks_the_module_by_loss_kind():
+    from prefdistill.modules import DistillModule, ListwiseModule
+
+    opt = partial(torch.optim.SGD, lr=0.1)
+    assert type(build_module(loss=get_loss("dpo"), policy=TINY, optimizer=opt)) is PreferenceModule
+    assert type(build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt, teacher=TINY)) is DistillModule
+    assert type(build_module(loss=get_loss("pad_pd"), policy=TINY, optimizer=opt)) is ListwiseModule
+    with pytest.raises(ValueError, match="needs a teacher"):
+        build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt)
