@@ -21,12 +21,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.models import load_tokenizer, merge_and_save
-from prefdistill.utils.io import atomic_write_json, atomic_write_text
+from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.run import (
     config_dir,
     instantiate_dict,
     metric_value,
     register_resolvers,
+    resolve_ckpt_path,
     task_wrapper,
 )
 
@@ -64,7 +65,7 @@ def train(cfg: DictConfig) -> dict:
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
     tokenizer = load_tokenizer(policy_spec)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, _convert_="all")  # plain containers: checkpoints stay weights_only-safe
     datamodule.connect(tokenizer)
     # A partial, so the specs and the loss reach the constructor as objects, not configs.
     module = instantiate(cfg.module, _partial_=True)(policy=policy_spec, loss=loss, teacher=teacher_spec)
@@ -75,13 +76,17 @@ def train(cfg: DictConfig) -> dict:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     before = _validate(trainer, module, datamodule, cfg.validate_before_fit)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir))
     after = _validate(trainer, module, datamodule, cfg.validate_after_fit)
     train_metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("train/")}
 
     model_dir = None
     if cfg.save_model and not trainer.fast_dev_run and trainer.is_global_zero:
         model_dir = merge_and_save(module.policy, tokenizer, out_dir / "model", merge=cfg.merge_lora)
+    if cfg.get("eval") and model_dir is not None:
+        from prefdistill.evaluate import evaluate_after_train
+
+        after = {**after, **evaluate_after_train(cfg, out_dir)}
     result = {
         "before": before,
         "after": after,

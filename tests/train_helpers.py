@@ -40,3 +40,36 @@ def compose_train(tmp_path: Path, overrides: list[str] | None = None):
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+class KillAtStep:
+    """Lightning callback for tests: SIGKILL this process right after optimizer step ``step``."""
+
+    def __new__(cls, step: int):
+        import os
+        import signal
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Kill(Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Kill()
+
+
+class RecordBatches:
+    """Lightning callback for tests: append (global_step, dataset rows) of every train batch to ``path``."""
+
+    def __new__(cls, path: str):
+        import json
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Record(Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                with open(path, "a") as f:
+                    f.write(json.dumps([trainer.global_step, batch["index"].tolist()]) + "\n")
+
+        return _Record()

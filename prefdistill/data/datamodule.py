@@ -35,6 +35,7 @@ from prefdistill.data.collate import collate_lists, collate_pairs
 from prefdistill.data.examples import build_examples, new_stats, summary
 from prefdistill.data.loading import BAD_ROW_POLICIES, get_source, load_records, shipped_dir
 from prefdistill.data.records import RECORD_TYPES, DataError
+from prefdistill.data.sampler import ResumableRandomSampler
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import TruncationPolicy
 
@@ -86,6 +87,7 @@ class PreferenceDataModule(LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.max_samples, self.val_fraction = num_workers, max_samples, val_fraction
         self.tokenizer = None
+        self._resume_state: dict | None = None
         self.datasets: dict[str, list[dict]] = {}
         self.stats: dict[str, dict] = {}
 
@@ -177,15 +179,34 @@ class PreferenceDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"split {split!r} is not set up; call setup() first")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        sampler = None
+        if shuffle:
+            sampler = ResumableRandomSampler(len(self.datasets[split]), self.seed)
+            if self._resume_state is not None:
+                sampler.resume(self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size)
+                self._resume_state = None
+            self._train_sampler = sampler
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
         )
+
+    def loader(self, split: str) -> DataLoader:
+        """An unshuffled loader over ``split`` (reference and scoring passes)."""
+        return self._loader(split, shuffle=False)
+
+    # -- resume mid-epoch: Lightning stores this in every checkpoint --------------------
+    def state_dict(self) -> dict:
+        if self.trainer is None:
+            return {}
+        ready = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": self.trainer.current_epoch, "batches_done": ready}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_state = dict(state) if state else None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

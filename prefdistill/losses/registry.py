@@ -13,7 +13,7 @@ method is one registered function, one test and one ``configs/method/*.yaml``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -95,7 +95,7 @@ class Loss:
         self.name = name
         self.fn = entry.fn
         self.kind = entry.kind
-        self.hparams = {**entry.defaults, **hparams}
+        self.hparams = {**entry.defaults, **{k: _plain(v) for k, v in hparams.items()}}
         needs = entry.needs(self.hparams) if callable(entry.needs) else entry.needs
         self.needs = frozenset(needs)
         unknown = self.needs - KNOWN_NEEDS
@@ -111,6 +111,15 @@ class Loss:
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
         return f"Loss({self.name}: {hp}; needs={sorted(self.needs)})"
+
+
+def _plain(value: Any) -> Any:
+    """Config containers (e.g. Hydra's ListConfig) -> plain lists/dicts, so losses pickle safely."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def list_losses() -> list[str]:

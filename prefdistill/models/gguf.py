@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from prefdistill.models.atomic import atomic_dir, atomic_file
+from prefdistill.utils.atomic import atomic_dir, atomic_file
 from prefdistill.models.spec import file_fingerprint
 
 log = logging.getLogger(__name__)

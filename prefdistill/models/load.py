@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from prefdistill.models import gguf
-from prefdistill.models.atomic import atomic_dir
+from prefdistill.utils.atomic import atomic_dir
 from prefdistill.models.hub import hub_reachable
 from prefdistill.models.spec import ModelSpec
 

@@ -80,10 +80,12 @@ def _shifted(labels: Tensor) -> tuple[Tensor, Tensor]:
     return targets, targets != IGNORE_INDEX
 
 
-def _packed_token_logps(
-    model, input_ids, attention_mask, labels, position_ids, chunk_size: int
-) -> tuple[Tensor, Tensor] | None:
-    """(M,) log-probs of supervised tokens in row-major order, and the (N, T-1) mask; None = fallback."""
+def backbone_hidden(model, input_ids, attention_mask, position_ids=None):
+    """``(hidden (N, T, H), lm_head, softcap)`` from one backbone forward; None when the generic path does not apply.
+
+    ``attention_mask`` may be a 2D padding mask or anything the backbone accepts (a prepared 4D mask, or
+    a dict of them per layer type), see ``prefdistill.models.packing``.
+    """
     parts = _backbone_and_head(model)
     if parts is None:
         return None
@@ -92,19 +94,39 @@ def _packed_token_logps(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
     )
     hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state  # (N, T, H)
-    targets, mask = _shifted(labels)
-    rows, tgt = hidden[:, :-1][mask], targets[mask]  # (M, H), (M,)
-    # Recompute each chunk's logits in backward (keeps chunk x V, not M x V, alive); one chunk: no gain.
+    return hidden, head, softcap
+
+
+def chunked_logps(
+    rows: Tensor, targets: Tensor, head: torch.nn.Module, softcap: float | None, chunk_size: int
+) -> Tensor:
+    """(M,) float32 log-probs of ``targets`` (M,) under ``head(rows)`` (rows: (M, H) hidden states).
+
+    lm_head + log-softmax run on ``chunk_size`` rows at a time; with grad enabled each chunk is
+    recomputed in backward (keeps chunk x V, not M x V, logits alive); one chunk: no recompute.
+    """
     needs_grad = rows.requires_grad or any(p.requires_grad for p in head.parameters())
     recompute = torch.is_grad_enabled() and needs_grad and rows.shape[0] > chunk_size
     chunks = []
     for i in range(0, rows.shape[0], max(1, chunk_size)):
-        args = (rows[i : i + chunk_size], tgt[i : i + chunk_size], head, softcap)
+        args = (rows[i : i + chunk_size], targets[i : i + chunk_size], head, softcap)
         chunks.append(
             checkpoint(_chunk_logps, *args, use_reentrant=False) if recompute else _chunk_logps(*args)
         )
-    flat = torch.cat(chunks) if chunks else hidden.new_zeros(0, dtype=torch.float32)
-    return flat, mask
+    return torch.cat(chunks) if chunks else rows.new_zeros(0, dtype=torch.float32)
+
+
+def _packed_token_logps(
+    model, input_ids, attention_mask, labels, position_ids, chunk_size: int
+) -> tuple[Tensor, Tensor] | None:
+    """(M,) log-probs of supervised tokens in row-major order, and the (N, T-1) mask; None = fallback."""
+    out = backbone_hidden(model, input_ids, attention_mask, position_ids)
+    if out is None:
+        return None
+    hidden, head, softcap = out
+    targets, mask = _shifted(labels)
+    rows, tgt = hidden[:, :-1][mask], targets[mask]  # (M, H), (M,)
+    return chunked_logps(rows, tgt, head, softcap, chunk_size), mask
 
 
 def response_token_logps(

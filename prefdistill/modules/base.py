@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Callable
 
 import lightning as L
+import numpy as np
 import torch
 
 from prefdistill.losses import Loss
 from prefdistill.models import ModelSpec, load_model
 
 log = logging.getLogger(__name__)
+
+
+def _numpy_state() -> list:
+    """numpy's RNG state as plain Python values (checkpoints load with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
 class PolicyModule(L.LightningModule):
@@ -98,10 +106,19 @@ class PolicyModule(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k not in trainable]:
             del state[key]
-        checkpoint["prefdistill"] = {"bad_steps_total": self.bad_steps_total}
+        checkpoint["prefdistill"] = {
+            "bad_steps_total": self.bad_steps_total,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.bad_steps_total = checkpoint.get("prefdistill", {}).get("bad_steps_total", 0)
+        state = checkpoint.get("prefdistill", {})
+        self.bad_steps_total = state.get("bad_steps_total", 0)
+        if "rng" in state:  # dropout masks and sampling continue exactly where the run stopped
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(state["rng"]["python"])
+            name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     def log_metrics(self, split: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         on_step = split == "train"

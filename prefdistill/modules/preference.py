@@ -20,12 +20,14 @@ import torch
 from tqdm.auto import tqdm
 
 from prefdistill.models import ModelSpec, load_model, response_logps
+from prefdistill.models.packing import shared_prompt_logps
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.reference_cache import ReferenceCache, cache_key, lookup_table
 
 log = logging.getLogger(__name__)
 
 SIDES = ("chosen", "rejected")
+FORWARD_MODES = ("padded", "shared_prompt")
 
 
 class PreferenceModule(PolicyModule):
@@ -37,6 +39,7 @@ class PreferenceModule(PolicyModule):
         reference: ModelSpec | None = None,
         teacher: ModelSpec | None = None,
         reference_cache: str | None = None,
+        forward: str = "shared_prompt",
         **kw,
     ):
         super().__init__(*args, **kw)
@@ -51,6 +54,9 @@ class PreferenceModule(PolicyModule):
         self.reference_cache = ReferenceCache(reference_cache) if reference_cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
         self._restored = False
+        if forward not in FORWARD_MODES:
+            raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
+        self.forward_mode = forward  # how sequence_logps runs a pair batch (policy, reference, cache)
 
     @property
     def needs_reference(self) -> bool:
@@ -77,7 +83,15 @@ class PreferenceModule(PolicyModule):
         return [torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")]
 
     def sequence_logps(self, model, batch, sides) -> tuple[torch.Tensor, torch.Tensor]:
-        """(len(sides)*B,) summed response log-probs (fp32) and token counts, one forward."""
+        """(len(sides)*B,) summed response log-probs (fp32) and token counts, one forward.
+
+        ``forward="shared_prompt"``: one packed ``[prompt, chosen, rejected]`` sequence per pair (the
+        prompt is computed once; see ``prefdistill.models.packing``, which falls back to the padded path,
+        with a warning, for models whose attention cannot take its mask). ``"padded"``: ``[chosen;
+        rejected]`` right-padded rows. Single-side batches (SFT) always take the padded path.
+        """
+        if self.forward_mode == "shared_prompt" and tuple(sides) == SIDES:
+            return shared_prompt_logps(model, batch, chunk_size=self.chunk_size)
         input_ids, attention_mask, labels = self._concat(batch, sides)
         return response_logps(model, input_ids, attention_mask, labels, chunk_size=self.chunk_size)
 
@@ -125,7 +139,7 @@ class PreferenceModule(PolicyModule):
             key = cache_key(dm.datasets[split], spec.identity())
             data = self.reference_cache.load(key)
             if data is None:
-                data = self._compute_reference(dm._loader(split, shuffle=False), split)
+                data = self._compute_reference(dm.loader(split), split)
                 path = self.reference_cache.save(key, **data)
                 log.info("reference log-probs [%s]: computed and cached in %s", split, path)
             else:

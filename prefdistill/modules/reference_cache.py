@@ -20,10 +20,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from prefdistill.utils.atomic import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,10 @@ class ReferenceCache:
         return data
 
     def save(self, key: str, index: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.root)
-        os.close(fd)
-        try:
-            data = {"key": key, "index": index.cpu(), "chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}
+        data = {"key": key, "index": index.cpu(), "chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}
+        with atomic_file(path) as tmp:
             torch.save(data, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
 

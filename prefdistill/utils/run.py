@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,9 +41,34 @@ def _run_group() -> str:
         return time.strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def _wandb_id(run_dir: str) -> str:
+    """The W&B run id of a run folder: created once, then reused so a resumed run continues it."""
+    from prefdistill.utils.atomic import atomic_write_text
+
+    path = Path(run_dir) / "wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``auto``: the run folder's own ``checkpoints/last.ckpt`` if it exists (resume), else None."""
+    if ckpt_path != "auto":
+        return ckpt_path
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("pd.run_group"):
         OmegaConf.register_new_resolver("pd.run_group", _run_group, use_cache=True)
+    if not OmegaConf.has_resolver("pd.wandb_id"):
+        OmegaConf.register_new_resolver("pd.wandb_id", _wandb_id, use_cache=True)
     if not OmegaConf.has_resolver("pd.cache_dir"):
         OmegaConf.register_new_resolver(
             "pd.cache_dir",

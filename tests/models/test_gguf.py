@@ -17,7 +17,7 @@ import torch
 
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models import gguf as gguf_mod
-from prefdistill.models.atomic import atomic_dir
+from prefdistill.utils.atomic import atomic_dir
 from prefdistill.models.hub import hub_reachable, offline_mode
 from prefdistill.models.spec import file_fingerprint
 

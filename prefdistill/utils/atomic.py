@@ -6,6 +6,7 @@ renamed into place at the end; a crash leaves only a ``.<name>.tmp-*`` sibling b
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -67,3 +68,17 @@ def replace_path(src: Path, dst: Path) -> None:
     os.rename(dst, old)
     os.rename(src, dst)
     _remove(old)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling, fsynced, then renamed."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

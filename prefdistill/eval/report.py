@@ -1,0 +1,157 @@
+"""Results on disk, on the console and in W&B, and the cross-run comparison table.
+
+One evaluation writes ``<out>/eval_results.json`` (metrics, scorer names, win-rate summaries with
+CIs, judge counts, a few example generations) and ``<out>/generations.jsonl`` (every output).
+The table has one row per run and the PLaD Table 1 columns -- word count, R-1, R-2, R-L, RM win rate
+vs the reference, T-S win rate -- plus judge win rate, GSM8K accuracy and the offline scorer's
+columns when present. Offline-scorer columns are headed ``offline:`` and a footnote names the scorer:
+they are not reward-model numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "eval_results.json"
+# (metric key, header); a column is shown when any row has it.
+COLUMNS = (
+    ("word_count", "Word Count"),
+    ("rouge1", "R-1"),
+    ("rouge2", "R-2"),
+    ("rougeL", "R-L"),
+    ("rm/win_rate", "RM WR (%)"),
+    ("rm/ts_win_rate", "T-S WR (%)"),
+    ("judge/win_rate", "Judge WR (%)"),
+    ("judge/parse_failures", "Judge parse fail"),
+    ("gsm8k/accuracy", "GSM8K acc (%)"),
+    ("offline/score", "offline: score"),
+    ("offline/win_rate", "offline: WR (%)"),
+    ("offline/ts_win_rate", "offline: T-S WR (%)"),
+    ("n", "N"),
+)
+
+
+def write_results(out_dir: Path, result: dict, examples, outputs, teacher_outputs, per: dict) -> Path:
+    """``eval_results.json`` + ``generations.jsonl``; returns the results path."""
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"id": ex.id, "prompt": ex.prompt, "reference": ex.reference, "output": outputs[i]}
+        if teacher_outputs is not None:
+            row["teacher_output"] = teacher_outputs[i]
+        row.update({k: v[i] for k, v in per.items()})
+        rows.append(row)
+    lines = "".join(json.dumps(r, default=str) + "\n" for r in rows)
+    atomic_write_text(out_dir / "generations.jsonl", lines)
+    result = {**result, "examples": rows[: result.get("n_examples", 20)]}
+    return atomic_write_json(out_dir / RESULTS_FILE, result)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        return str(int(value))
+    return f"{value:.2f}"
+
+
+def format_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[str] = ()) -> str:
+    """Markdown table, one row per ``(label, metrics)``, columns from :data:`COLUMNS` present in any row."""
+    cols = [(k, h) for k, h in COLUMNS if any(k in m for _, m in rows)]
+    header = ["Run"] + [h for _, h in cols]
+    body = [[label] + [_fmt(m.get(k)) for k, _ in cols] for label, m in rows]
+    widths = [max(len(r[j]) for r in [header] + body) for j in range(len(header))]
+
+    def line(cells):
+        return (
+            "| "
+            + " | ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+            + " |"
+        )
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    notes = [f"  {n}" for n in dict.fromkeys(footnotes)]
+    return "\n".join([line(header), sep] + [line(r) for r in body] + notes)
+
+
+def footnotes(results: Iterable[dict]) -> list[str]:
+    """Which scorer produced the RM / offline / judge columns (and that offline ones are stand-ins)."""
+    notes = []
+    for r in results:
+        scorers = r.get("scorers", {})
+        if "rm" in scorers:
+            notes.append(
+                f"RM = {scorers['rm']}; T-S WR = teacher output beats the evaluated model's (ties 1/2)"
+            )
+        if "offline" in scorers:
+            notes.append(f"offline = {scorers['offline']} (offline stand-in, NOT a reward model)")
+        if "judge" in scorers:
+            notes.append(f"judge = {scorers['judge']}")
+    return notes
+
+
+def find_results(paths: Iterable[str | Path]) -> list[Path]:
+    """``eval_results.json`` files: given directly, or found under run / multirun folders."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        p = p.expanduser()
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(p.rglob(RESULTS_FILE))
+        else:
+            raise FileNotFoundError(f"compare: {p} does not exist")
+    if not found:
+        raise FileNotFoundError(f"compare: no {RESULTS_FILE} under {list(map(str, paths))}")
+    return found
+
+
+def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[dict]]:
+    """The comparison table of every result found under ``paths``; saved as compare.md/.json."""
+    files = find_results(paths)
+    results = [json.loads(f.read_text()) for f in files]
+    rows = [(r.get("label") or f.parent.name, r.get("metrics", {})) for r, f in zip(results, files)]
+    table = format_table(rows, footnotes(results))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        atomic_write_text(out_dir / "compare.md", table + "\n")
+        atomic_write_json(
+            out_dir / "compare.json",
+            [{"label": lbl, "file": str(f), "metrics": m} for (lbl, m), f in zip(rows, files)],
+        )
+    return table, results
+
+
+def log_wandb(result: dict, examples: list[dict], settings: dict, out_dir: Path) -> str | None:
+    """Scalars + a table of example generations to the active W&B run (started if needed)."""
+    import wandb
+
+    own = wandb.run is None
+    if own:
+        wandb.init(
+            project=settings.get("project", "prefdistill"), mode=settings.get("mode", "offline"),
+            group=settings.get("group"), name=result.get("label"), job_type="eval", dir=str(out_dir),
+            config={k: result.get(k) for k in ("suite", "model", "teacher", "scorers", "label")},
+        )  # fmt: skip
+    suite = result.get("suite", "eval")
+    metrics = {f"eval/{suite}/{k}": v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
+    columns = sorted({k for row in examples for k in row}, key=lambda k: (k != "id", k != "prompt", k))
+    table = wandb.Table(
+        columns=columns,
+        data=[
+            [json.dumps(r.get(c)) if isinstance(r.get(c), list) else r.get(c) for c in columns]
+            for r in examples
+        ],
+    )
+    wandb.log({**metrics, f"eval/{suite}/examples": table})
+    run_dir = str(wandb.run.dir)
+    if own:
+        wandb.finish()
+    return run_dir

@@ -1,0 +1,198 @@
+"""Evaluation suites: which prompts, how to generate, and which scorers (``configs/eval/*.yaml``).
+
+An :class:`EvalSuite` is built by Hydra from a suite file (config keys = constructor args). It loads
+:class:`Example` s (the generator applies the chat template or raw text, as training does) and
+scores given outputs, so the scoring is testable on plain texts without any generation:
+
+* ``task: pairs`` -- a preference dataset's test split; the reference is the chosen response
+  (TL;DR reference summary, HH chosen response). Word count, ROUGE-1/2/L, scorer win rates.
+* ``task: gsm8k`` -- ``openai/gsm8k`` main/test in the ZeroEval zero-shot JSON format; accuracy.
+* ``task: alpacaeval`` -- the 805 AlpacaEval instructions; ``model_outputs.json`` export only.
+
+Scorers: ``reward`` (a reward model: win rate vs the reference, T-S win rate), ``offline``
+(a partial of ``offline.build_offline_scorer``, labelled ``offline:*``), ``judge`` (LLM judge vs
+the reference). The T-S win rate is the share of prompts where the teacher's output beats the
+evaluated model's under the scorer (ties 1/2), as the PLaD Table 1 header reports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from prefdistill.data.records import Prompt
+from prefdistill.eval import metrics as M
+from prefdistill.eval.reward import prompt_text
+
+log = logging.getLogger(__name__)
+
+TASKS = ("pairs", "gsm8k", "alpacaeval")
+# After ZeroEval src/templates/OEQA.py: reason, then answer in a JSON block.
+GSM8K_TEMPLATE = """## Question:
+
+{question}
+
+## Instruction
+
+Please answer this question by first reasoning and then providing your answer.
+Present your reasoning and solution in the following json format.
+Please show your final answer in the `answer` field, e.g.,`"answer": "42"`.
+
+```json
+{{
+    "reasoning": "___",
+    "answer": "___"
+}}
+```
+"""
+
+
+@dataclass
+class Example:
+    id: str
+    prompt: Prompt
+    reference: str | None = None
+    gold: str | None = None  # GSM8K gold number
+    dataset: str = ""  # AlpacaEval source subset
+
+
+@dataclass
+class EvalSuite:
+    name: str
+    task: str = "pairs"
+    data: dict = field(default_factory=dict)  # source, name, path, split, max_samples, single_turn_only
+    template: str = "auto"
+    backend: str = "hf"
+    batch_size: int = 16
+    generation: dict = field(default_factory=dict)  # SamplingParams fields
+    rouge: bool = True
+    teacher_win_rate: bool = True  # generate with the teacher (when there is one) for the T-S win rate
+    reward: object | None = None
+    offline: Callable | None = None  # partial: offline(model_spec=...) -> scorer
+    judge: object | None = None
+    n_boot: int = 1000
+    seed: int = 0
+    n_examples: int = 20  # example generations kept in the results JSON and the W&B table
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"eval task must be one of {TASKS}, got {self.task!r}")
+
+    # --- prompts --------------------------------------------------------------------------------
+    def load_examples(self) -> list[Example]:
+        d = dict(self.data)
+        limit = d.get("max_samples")
+        if self.task == "gsm8k":
+            import datasets
+
+            rows = datasets.load_dataset(
+                d.get("path") or "openai/gsm8k", d.get("name") or "main", split=d.get("split", "test")
+            )
+            rows = list(rows)[:limit] if limit else list(rows)
+            return [
+                Example(
+                    str(i),
+                    GSM8K_TEMPLATE.format(question=r["question"]),
+                    r["answer"],
+                    M.gsm8k_gold(r["answer"]),
+                )
+                for i, r in enumerate(rows)
+            ]
+        if self.task == "alpacaeval":
+            from prefdistill.eval.alpaca import load_instructions
+
+            rows = load_instructions(d.get("path"))[:limit] if limit else load_instructions(d.get("path"))
+            return [Example(str(i), r["instruction"], dataset=r["dataset"]) for i, r in enumerate(rows)]
+        return self._load_pairs(d, limit)
+
+    def _load_pairs(self, d: dict, limit: int | None) -> list[Example]:
+        from prefdistill.data import load_records
+
+        record_type = d.get("record_type", "pairwise")
+        records = load_records(
+            d.get("source", "shipped"), d.get("split", "test"), path=d.get("path"), name=d.get("name"),
+            record_type=record_type, fields=d.get("fields"), on_bad_row=d.get("on_bad_row", "error"),
+        )  # fmt: skip
+        out = []
+        for i, rec in records:
+            if d.get("single_turn_only") and not isinstance(rec.prompt, str) and len(rec.prompt) > 1:
+                continue
+            reference = rec.response if record_type == "sft" else rec.chosen
+            out.append(Example(rec.id or str(i), rec.prompt, reference))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    # --- scoring --------------------------------------------------------------------------------
+    def score(
+        self,
+        examples: Sequence[Example],
+        outputs: Sequence[str],
+        teacher_outputs: Sequence[str] | None = None,
+        *,
+        offline_model_spec=None,
+    ) -> tuple[dict[str, float], dict, dict[str, list]]:
+        """``(metrics, details, per_example)`` for ``outputs`` (one per example, input order)."""
+        if len(examples) != len(outputs):
+            raise ValueError(f"{len(examples)} examples but {len(outputs)} outputs")
+        metrics: dict[str, float] = {"n": len(outputs)}
+        details: dict = {}
+        per: dict[str, list] = {"word_count": [M.word_count(o) for o in outputs]}
+        metrics["word_count"] = sum(per["word_count"]) / max(len(outputs), 1)
+        refs = [ex.reference for ex in examples]
+        if self.task == "pairs" and self.rouge:
+            per.update(M.rouge(outputs, refs))
+            metrics.update({k: sum(per[k]) / max(len(outputs), 1) for k in M.ROUGE_KEYS})
+        if self.task == "gsm8k":
+            graded = [M.gsm8k_correct(o, ex.gold) for o, ex in zip(outputs, examples)]
+            per["correct"] = [c for c, _ in graded]
+            metrics["gsm8k/accuracy"] = 100.0 * sum(per["correct"]) / max(len(graded), 1)
+            details["gsm8k/extraction"] = {
+                h: sum(how == h for _, how in graded) for h in {how for _, how in graded}
+            }
+        if self.task == "pairs":
+            prompts = [ex.prompt for ex in examples]
+            scorers = {
+                "rm": self.reward,
+                "offline": self.offline(model_spec=offline_model_spec) if self.offline else None,
+            }
+            for key, scorer in scorers.items():
+                if scorer is not None:
+                    self._score_with(
+                        key, scorer, prompts, outputs, refs, teacher_outputs, metrics, details, per
+                    )
+            if self.judge is not None:
+                self._judge(prompts, outputs, refs, metrics, details)
+        return metrics, details, per
+
+    def _score_with(
+        self, key, scorer, prompts, outputs, refs, teacher_outputs, metrics, details, per
+    ) -> None:
+        scores = scorer.score(prompts, outputs, refs)
+        per[f"{key}/score"] = scores
+        metrics[f"{key}/score"] = sum(scores) / max(len(scores), 1)
+        details[f"{key}/scorer"] = scorer.name
+        if not scorer.uses_reference:  # a similarity to the reference cannot "beat" the reference
+            summary = M.win_rate(
+                M.outcomes(scores, scorer.score(prompts, refs, refs)), n_boot=self.n_boot, seed=self.seed
+            )
+            details[f"{key}/vs_reference"] = summary
+            metrics[f"{key}/win_rate"] = summary["win_rate"]
+        if teacher_outputs is not None:
+            teacher_scores = scorer.score(prompts, teacher_outputs, refs)
+            per[f"{key}/teacher_score"] = teacher_scores
+            summary = M.win_rate(M.outcomes(teacher_scores, scores), n_boot=self.n_boot, seed=self.seed)
+            details[f"{key}/teacher_vs_student"] = summary
+            metrics[f"{key}/ts_win_rate"] = summary["win_rate"]
+
+    def _judge(self, prompts, outputs, refs, metrics, details) -> None:
+        queries = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]
+        if self.judge.template.startswith("tldr"):
+            queries = [prompt_text(p) for p in prompts]
+        summary = self.judge.win_rate(queries, outputs, refs, seed=self.seed, n_boot=self.n_boot)
+        details["judge/vs_reference"] = summary
+        details["judge/scorer"] = self.judge.name
+        metrics["judge/win_rate"] = summary["win_rate"]
+        metrics["judge/parse_failures"] = summary["parse_failures"]
+        metrics["judge/request_errors"] = summary["request_errors"]

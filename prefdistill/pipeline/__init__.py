@@ -1,0 +1,24 @@
+"""Dataset construction for distillation: cached stages from sampling to training-ready jsonl.
+
+* :mod:`~prefdistill.pipeline.stages`  ``Stage``: output keyed by an inputs hash, marker last, reuse
+* :mod:`~prefdistill.pipeline.steps`   shared stages: optional SFT, sampling a model over a split
+* :mod:`~prefdistill.pipeline.pairs`   PLaD pseudo-preference pairs (+ scorer re-ordering)
+* :mod:`~prefdistill.pipeline.lists`   PAD diversity selection, teacher log-likelihood, alpha mix
+* :mod:`~prefdistill.pipeline.mcq`     PAD MCQ calibration score
+* :mod:`~prefdistill.pipeline.plad` / :mod:`~prefdistill.pipeline.pad`  the two chains
+"""
+
+from prefdistill.pipeline.pad import prepare_pad_data
+from prefdistill.pipeline.plad import Prepared, prepare_plad_data
+from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs
+from prefdistill.pipeline.steps import SFTStep
+
+__all__ = [
+    "Prepared",
+    "SFTStep",
+    "Stage",
+    "StageResult",
+    "hash_inputs",
+    "prepare_pad_data",
+    "prepare_plad_data",
+]

@@ -1,0 +1,104 @@
+"""PLaD pseudo-preference pairs: teacher sample = chosen, student sample = rejected (spec section 5).
+
+``build_plad_pairs`` drops and counts degenerate pairs (an empty side, or the two identical up to
+whitespace). With ``real_ratio = r > 0`` a seeded fraction ``r`` of the kept pairs is re-ordered by a
+``scorer`` -- the paper's "real preference pairs" (section 5.3): the higher-scored response becomes
+``chosen`` (ties keep the teacher's). Rows are ``{id, prompt, chosen, rejected, origin}``, ``origin``
+being ``pseudo`` or ``scored``; ``PreferenceDataModule(source="local")`` reads them as pairs.
+
+A scorer maps ``(prompts, responses)`` to one float per response, higher = better:
+``teacher_likelihood_scorer`` (length-averaged teacher log-likelihood) or ``reward_model_scorer``
+(a sequence-classification reward model, ``logits[0]`` of the (prompt, response) pair).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import torch
+
+from prefdistill.data.records import Prompt
+
+Scorer = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
+
+
+def _same(a: str, b: str) -> bool:
+    return a.split() == b.split()
+
+
+def build_plad_pairs(
+    prompts: Sequence[Prompt],
+    teacher_responses: Sequence[str],
+    student_responses: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    scorer: Scorer | None = None,
+    real_ratio: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[dict], dict]:
+    """Pairs and counters ``{pairs, dropped_empty, dropped_identical, rescored, flipped}``."""
+    if not 0.0 <= real_ratio <= 1.0:
+        raise ValueError(f"real_ratio must be in [0, 1], got {real_ratio}")
+    if real_ratio > 0 and scorer is None:
+        raise ValueError("real_ratio > 0 needs a scorer (teacher likelihood or a reward model)")
+    ids = [str(i) for i in range(len(prompts))] if ids is None else list(ids)
+    stats: Counter = Counter()
+    rows = []
+    for rid, prompt, t, s in zip(ids, prompts, teacher_responses, student_responses):
+        t, s = t.strip(), s.strip()
+        if not t or not s:
+            stats["dropped_empty"] += 1
+        elif _same(t, s):
+            stats["dropped_identical"] += 1
+        else:
+            rows.append({"id": rid, "prompt": prompt, "chosen": t, "rejected": s, "origin": "pseudo"})
+    picked = sorted(random.Random(seed).sample(range(len(rows)), round(real_ratio * len(rows))))
+    if picked:
+        sides = [rows[k]["chosen"] for k in picked] + [rows[k]["rejected"] for k in picked]
+        scores = scorer([rows[k]["prompt"] for k in picked] * 2, sides)
+        for m, k in enumerate(picked):
+            row, chosen_score, rejected_score = rows[k], scores[m], scores[m + len(picked)]
+            row["origin"] = "scored"
+            if rejected_score > chosen_score:
+                row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+                stats["flipped"] += 1
+    stats["rescored"] = len(picked)
+    stats["pairs"] = len(rows)
+    return rows, {k: int(v) for k, v in stats.items()}
+
+
+def teacher_likelihood_scorer(model, tokenizer, *, template: str = "auto", batch_size: int = 8) -> Scorer:
+    """Score = ``A_T(y|x)``, the teacher's length-averaged log-likelihood of the response."""
+    from prefdistill.pipeline.lists import teacher_logps
+
+    def score(prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
+        pairs = teacher_logps(model, tokenizer, prompts, responses, template=template, batch_size=batch_size)
+        return [s / max(c, 1) for s, c in pairs]
+
+    return score
+
+
+def reward_model_scorer(name_or_path: str, *, batch_size: int = 8, max_length: int = 1024) -> Scorer:
+    """Score = ``logits[0]`` of a cross-encoder reward model on (prompt text, response), e.g.
+    ``OpenAssistant/reward-model-deberta-v3-large-v2`` (the PLaD evaluation scorer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefdistill.pipeline.mcq import query_text
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+
+    @torch.inference_mode()
+    def score(prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
+        out: list[float] = []
+        for b in range(0, len(prompts), batch_size):
+            enc = tokenizer(
+                [query_text(p) for p in prompts[b : b + batch_size]], list(responses[b : b + batch_size]),
+                truncation=True, max_length=max_length, padding=True, return_tensors="pt",
+            )  # fmt: skip
+            out.extend(model(**enc).logits[:, 0].float().tolist())
+        return out
+
+    return score

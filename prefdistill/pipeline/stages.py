@@ -1,0 +1,84 @@
+"""Cached pipeline stages: an output folder keyed by a hash of what produced it, reused when finished.
+
+    stage = Stage("pairs", hash_inputs({"teacher": t_hash, "student": s_hash, "ratio": 0.1}), build)
+    result = stage.run(cache_dir)      # -> StageResult(name, path, status="ran" | "reused")
+
+``fn(folder)`` writes into ``<cache_dir>/stages/<name>-<hash>/``. The marker ``_COMPLETE.json`` is
+written last (atomically), and only a folder with the marker is reused, so a run killed half-way is
+never mistaken for a finished one. A non-``resumable`` stage starts from an empty folder each time it
+runs; a ``resumable`` one (sampling shards) keeps what the killed run left and continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefdistill.utils.atomic import atomic_write_json
+
+log = logging.getLogger("prefdistill.pipeline")
+
+MARKER = "_COMPLETE.json"
+
+
+def hash_inputs(obj: Any, length: int = 12) -> str:
+    """Short sha256 of canonical JSON: a stable key for 'what produced this output'."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    path: Path
+    status: str  # "ran" | "reused"
+    info: dict | None = None  # what fn returned (counters), also stored in the marker
+
+    @property
+    def reused(self) -> bool:
+        return self.status == "reused"
+
+
+@dataclass
+class Stage:
+    name: str
+    inputs_hash: str
+    fn: Callable[[Path], dict | None]
+    resumable: bool = False
+    description: dict | None = None  # human-readable inputs, stored in the marker for inspection
+
+    def folder(self, cache_dir: str | os.PathLike) -> Path:
+        return Path(cache_dir) / "stages" / f"{self.name}-{self.inputs_hash}"
+
+    def run(self, cache_dir: str | os.PathLike) -> StageResult:
+        folder = self.folder(cache_dir)
+        marker = folder / MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text()).get("info")
+            log.info("stage %-16s reused  %s", self.name, folder)
+            return StageResult(self.name, folder, "reused", info)
+        if folder.exists() and not self.resumable:
+            log.info("stage %-16s found unfinished output, starting over: %s", self.name, folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        info = self.fn(folder)
+        atomic_write_json(marker, {
+            "name": self.name, "inputs_hash": self.inputs_hash, "inputs": self.description,
+            "info": info, "seconds": round(time.time() - started, 1),
+        })  # fmt: skip
+        log.info("stage %-16s ran     %s (%.1f s)", self.name, folder, time.time() - started)
+        return StageResult(self.name, folder, "ran", info)
+
+
+def summarize(results: list[StageResult]) -> str:
+    """One line per stage for the run log: ``name: ran|reused  path``."""
+    return "\n".join(f"  {r.name:<16} {r.status:<7} {r.path}" for r in results)

@@ -1,0 +1,103 @@
+"""Stages shared by the PLaD and PAD chains: optional SFT of a model, sampling a model over a split.
+
+Cache keys chain: an SFT stage is keyed by the base model's identity and the SFT recipe; the tuned
+model's spec points into that stage folder, so everything downstream (samples, pairs, lists) is
+keyed by it in turn. Change any input and every stage after it runs again; nothing else does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefdistill.generation import PromptSet, SamplingParams, build_generator, generate_to_shards
+from prefdistill.generation.shards import content_hash, read_shards
+from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs
+
+
+@dataclass(frozen=True)
+class SFTStep:
+    """How to fine-tune a model before sampling.
+
+    ``fn(spec, out_dir)`` trains ``spec`` and saves a plain transformers folder (full weights, LoRA
+    merged, and the tokenizer) at ``out_dir``. ``config`` names the recipe (data, steps, lr, ...)
+    for the cache key: the same spec and config reuse the saved model.
+    """
+
+    fn: Callable[..., None]
+    config: dict
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Settings of one sampling stage (backend and batching do not enter the cache key)."""
+
+    params: SamplingParams
+    backend: str = "hf"
+    batch_size: int = 16
+    shard_size: int = 256
+    template: str = "auto"
+    backend_kwargs: dict | None = None
+
+
+def model_key(spec) -> str:
+    return hash_inputs({"identity": spec.identity()})
+
+
+def finetuned(
+    role: str, spec, sft: SFTStep | None, cache_dir: str | os.PathLike
+) -> tuple[object, StageResult | None]:
+    """``spec`` itself when ``sft`` is None, else the spec of its SFT'd copy (stage ``sft-<role>``)."""
+    if sft is None:
+        return spec, None
+    key = hash_inputs({"model": spec.identity(), "sft": sft.config})
+
+    def train(folder: Path) -> dict:
+        sft.fn(spec, folder / "model")
+        return {"model": str(folder / "model")}
+
+    result = Stage(f"sft-{role}", key, train, description={"model": spec.name_or_path, **sft.config}).run(
+        cache_dir
+    )
+    tuned = dataclasses.replace(
+        spec, name_or_path=str(result.path / "model"), revision=None, tokenizer=None,
+        gguf_file=None, offline_fallback=None, random_init=None,
+    )  # fmt: skip
+    return tuned, result
+
+
+def sample_stage(
+    role: str, spec, data: PromptSet, data_key: str, sampling: Sampling, cache_dir: str | os.PathLike
+) -> StageResult:
+    """Stage ``samples-<role>``: ``sampling.params.n`` samples of ``spec`` per prompt, resumable shards."""
+    key = hash_inputs({
+        "model": model_key(spec), "data": data_key, "params": sampling.params.to_dict(), "template": sampling.template,
+    })  # fmt: skip
+
+    def make():
+        kw = {"template": sampling.template, **(sampling.backend_kwargs or {})}
+        return build_generator(spec, backend=sampling.backend, batch_size=sampling.batch_size, **kw)
+
+    def sample(folder: Path) -> dict:
+        generate_to_shards(
+            make, data.prompts, folder, sampling.params, ids=data.ids, references=data.references,
+            shard_size=sampling.shard_size, meta={"model": spec.identity(), "template": sampling.template},
+        )  # fmt: skip
+        return {"prompts": len(data.prompts), "samples_per_prompt": sampling.params.n}
+
+    desc = {"model": spec.name_or_path, "params": sampling.params.to_dict(), "prompts": len(data.prompts)}
+    return Stage(f"samples-{role}", key, sample, resumable=True, description=desc).run(cache_dir)
+
+
+def data_key(data: PromptSet) -> str:
+    return content_hash({"prompts": data.prompts, "ids": data.ids})[:16]
+
+
+def read_samples(result: StageResult) -> list[list[str]]:
+    """``[[sample 0, ...] per prompt]`` of a finished ``samples-*`` stage."""
+    from prefdistill.generation import responses_by_prompt
+
+    return responses_by_prompt(read_shards(result.path))

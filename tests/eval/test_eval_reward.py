@@ -1,0 +1,54 @@
+"""Reward-model scoring on a tiny random classifier built locally, and win rates with ties = 1/2."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prefdistill.eval.reward import RewardModel, scorer_win_rate
+from prefdistill.models.spec import ASSET_TOKENIZERS
+
+PROMPTS = ["What is 2 + 2?", [{"role": "user", "content": "Say hi."}], "Name a colour.", "Spell cat."]
+RESPONSES = ["2 + 2 = 4.", "Hi!", "Blue, and a much longer answer than the others here.", "c a t"]
+
+
+@pytest.fixture(scope="module")
+def tiny_rm():
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ASSET_TOKENIZERS / "tiny"))
+    config = AutoConfig.for_model(
+        "bert", vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    return model, tokenizer
+
+
+def test_scores_are_logit0_and_independent_of_batching(tiny_rm):
+    model, tokenizer = tiny_rm
+    batched = RewardModel("tiny-rm", batch_size=3, model=model, tokenizer=tokenizer, device="cpu")
+    single = RewardModel("tiny-rm", batch_size=1, model=model, tokenizer=tokenizer, device="cpu")
+    scores = batched.score(PROMPTS, RESPONSES)
+    assert scores == pytest.approx(single.score(PROMPTS, RESPONSES), abs=1e-5)
+    # By hand for the first pair: logits[0, 0] of tokenizer(prompt, response).
+    with torch.no_grad():
+        ref = model(**tokenizer(PROMPTS[0], RESPONSES[0], return_tensors="pt")).logits[0, 0].item()
+    assert scores[0] == pytest.approx(ref, abs=1e-5)
+    assert batched.name == "rm:tiny-rm" and not batched.uses_reference
+
+
+def test_win_rate_ties_half_and_bootstrap_ci(tiny_rm):
+    model, tokenizer = tiny_rm
+    rm = RewardModel("tiny-rm", batch_size=2, model=model, tokenizer=tokenizer, device="cpu")
+    same = scorer_win_rate(rm, PROMPTS, RESPONSES, RESPONSES)  # identical texts: every prompt a tie
+    assert same["win_rate"] == pytest.approx(50.0) and same["ties"] == 4
+    assert same["ci"] == [50.0, 50.0]
+    other = ["4", "Hello there, friend.", "Red.", "cat"]
+    a = scorer_win_rate(rm, PROMPTS, RESPONSES, other, seed=1)
+    b = scorer_win_rate(rm, PROMPTS, other, RESPONSES, seed=1)
+    assert a["win_rate"] + b["win_rate"] == pytest.approx(100.0)  # A beats B exactly when B loses to A
+    assert a == scorer_win_rate(rm, PROMPTS, RESPONSES, other, seed=1)  # seeded CI
+    expected = sum(c > k for c, k in zip(rm.score(PROMPTS, RESPONSES), rm.score(PROMPTS, other))) / 4 * 100
+    assert a["win_rate"] == pytest.approx(expected)
