@@ -42,6 +42,9 @@ def _scalars(metrics: dict) -> dict[str, float]:
 def _validate(trainer: L.Trainer, module, datamodule, enabled: bool) -> dict[str, float]:
     if not enabled or trainer.limit_val_batches == 0:
         return {}
+    if trainer.global_step > 0 and module.last_fit_validation_step == trainer.global_step:
+        # fit already validated the final weights: reuse, don't run the split twice
+        return {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("val/")}
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
     return _scalars(results[0]) if results else {}
 
@@ -49,7 +52,7 @@ def _validate(trainer: L.Trainer, module, datamodule, enabled: bool) -> dict[str
 def _wandb_dir(loggers) -> str | None:
     for lg in loggers:
         if type(lg).__name__ == "WandbLogger":
-            return str(lg.experiment.dir)
+            return str(Path(lg.experiment.dir).parent)  # the offline-run-* folder (wandb sync <it>)
     return None
 
 

@@ -10,19 +10,24 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 GROUP_FILES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS and p.parent.name != "local")
+PRIMARIES = ("train", "generate", "eval")  # configs/<name>.yaml: the Hydra apps
 
 
-def _override(path: Path) -> str:
-    group = path.parent.relative_to(CONFIGS).as_posix()
-    return f"{group}={path.stem}"
+def _groups_of(primary: str) -> set[str]:
+    groups = set()
+    for entry in OmegaConf.load(CONFIGS / f"{primary}.yaml").get("defaults", []):
+        if isinstance(entry, str) or entry is None:
+            continue
+        groups |= {key.split("@")[0].removeprefix("optional ").strip() for key in entry}
+    return groups
 
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_every_config_composes(path, tmp_path):
-    if path.parent.name in ("hydra", "paths", "trainer", "module", "callbacks"):
-        cfg = compose_train(tmp_path)  # single-option groups: composed by default
-    else:
-        cfg = compose_train(tmp_path, [_override(path)])
+    group = path.parent.relative_to(CONFIGS).as_posix()
+    primary = next((p for p in PRIMARIES if group in _groups_of(p)), None)
+    assert primary, f"{path}: group {group!r} is used by none of {PRIMARIES}"
+    cfg = compose_train(tmp_path, [f"{group}={path.stem}"], config_name=primary)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 

@@ -19,7 +19,7 @@ TINY_OVERRIDES = [
 ]
 
 
-def compose_train(tmp_path: Path, overrides: list[str] | None = None):
+def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"):
     """Compose configs/train.yaml as `python train.py` would, with outputs under tmp_path."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -31,12 +31,18 @@ def compose_train(tmp_path: Path, overrides: list[str] | None = None):
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides or [], return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides or [], return_hydra_config=True)
+    # Every composed run gets its own folder (runs resume from their folder's last.ckpt);
+    # the cache folder is shared by the runs of one test, as it is by the jobs of a sweep.
+    runs = sorted((tmp_path / "runs").glob("*")) if (tmp_path / "runs").is_dir() else []
+    out = tmp_path / "runs" / f"{len(runs):03d}"
+    out.mkdir(parents=True)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
+        cfg.setdefault("paths", {})
+        cfg.paths.output_dir = str(out)
         cfg.paths.log_dir = str(tmp_path / "logs")
         cfg.paths.cache_dir = str(tmp_path / "cache")
-        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(out)
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg

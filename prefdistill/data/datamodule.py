@@ -195,8 +195,10 @@ class PreferenceDataModule(LightningDataModule):
         )
 
     def loader(self, split: str) -> DataLoader:
-        """An unshuffled loader over ``split`` (reference and scoring passes)."""
-        return self._loader(split, shuffle=False)
+        """An unshuffled loader over ``split`` at the eval batch size (no-grad reference/scoring passes)."""
+        if split not in self.datasets:
+            raise RuntimeError(f"split {split!r} is not set up; call setup() first")
+        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=self._collate())
 
     # -- resume mid-epoch: Lightning stores this in every checkpoint --------------------
     def state_dict(self) -> dict:

@@ -53,6 +53,7 @@ class PolicyModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._bad_steps_in_a_row = 0
         self.bad_steps_total = 0
+        self.last_fit_validation_step: int | None = None  # step of the last validation inside fit
         self.save_hyperparameters(
             {"loss": loss.name, "loss_hparams": loss.hparams, "needs": sorted(loss.needs)}
         )
@@ -83,6 +84,10 @@ class PolicyModule(L.LightningModule):
             raise ValueError("set trainer.max_steps or trainer.max_epochs so the schedule has a length")
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.last_fit_validation_step = self.global_step
 
     # -- numerics guard ----------------------------------------------------------------
     def guard_finite(self, loss: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
