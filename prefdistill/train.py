@@ -1,6 +1,7 @@
 """Training entry point (Hydra app): ``python train.py [overrides]`` or ``pd-train [overrides]``.
 
-Recipe: seed -> specs (policy, teacher) -> loss -> tokenizer + data -> module -> trainer ->
+Recipe: seed -> specs (policy, teacher) -> loss -> [pipeline: sample/score the training data,
+cached] -> tokenizer + data -> module -> trainer ->
 validate (before) -> fit -> validate (after) -> save a plain-transformers folder -> metrics JSON.
 ``main`` returns the configured ``optimized_metric`` so Hydra sweepers can optimise it.
 
@@ -56,6 +57,26 @@ def _wandb_dir(loggers) -> str | None:
     return None
 
 
+def _run_pipeline(cfg: DictConfig, student, teacher):
+    """Make the training data first (PLaD pairs, PAD lists): cached stages, reused when present."""
+    if teacher is None:
+        raise ValueError("this method builds its data with a teacher: add teacher=<model config>, e.g. teacher=tiny")
+    from prefdistill.generate import prompt_source
+
+    prepare = instantiate(cfg.pipeline.prepare)
+    source = prompt_source(cfg.data, "train", cfg.data.get("max_samples"))
+    prepared = prepare(student, teacher, source, cache_dir=cfg.paths.cache_dir)
+    log.info("pipeline: %s -> %s (%s)", prepared.stages, prepared.path, prepared.stats)
+    data = {
+        **OmegaConf.to_container(cfg.pipeline.data, resolve=True),
+        "source": "local",
+        "path": str(prepared.path),
+        "splits": {"train": "train", "validation": None, "test": None},
+        "max_samples": None,
+    }
+    return prepared.student, prepared.teacher, data
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict:
     started = time.time()
@@ -67,8 +88,12 @@ def train(cfg: DictConfig) -> dict:
     teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
+    data_overrides = {}
+    if cfg.get("pipeline"):
+        policy_spec, teacher_spec, data_overrides = _run_pipeline(cfg, policy_spec, teacher_spec)
     tokenizer = load_tokenizer(policy_spec)
-    datamodule = instantiate(cfg.data, _convert_="all")  # plain containers: checkpoints stay weights_only-safe
+    # plain containers: checkpoints stay weights_only-safe
+    datamodule = instantiate(cfg.data, _convert_="all", **data_overrides)
     datamodule.connect(tokenizer)
     # A partial, so the specs and the loss reach the constructor as objects, not configs.
     module = instantiate(cfg.module, _partial_=True)(policy=policy_spec, loss=loss, teacher=teacher_spec)

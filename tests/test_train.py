@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import CONFIGS, REPO
+from train_helpers import CONFIGS, REPO, method_loss
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -20,16 +20,19 @@ METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 
 
 def _loss(method: str):
-    return instantiate(OmegaConf.load(CONFIGS / "method" / f"{method}.yaml"))
+    return method_loss(method)
 
 
 def _extra_overrides(method: str) -> list[str]:
     """Inputs a loss needs beyond the demo pairs: a teacher, scored pairs, scored lists."""
     loss = _loss(method)
     extra = []
-    if "teacher" in loss.needs:
+    pipeline = method in ("plad", "pad")  # these build their data with a teacher first
+    if "teacher" in loss.needs or pipeline:
         extra.append("teacher=tiny")
-    if loss.kind == "listwise":
+    if pipeline:
+        extra += ["pipeline.prepare.sampling.max_new_tokens=8", "data.max_samples=12"]
+    elif loss.kind == "listwise":
         extra.append("data=demo_lists")
     elif "scores" in loss.needs:
         extra.append("data=demo_scored")
@@ -93,3 +96,17 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
         assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
     assert betas == {0.1, 0.5}
     assert len(groups) == 1
+
+
+@pytest.mark.parametrize("method", ["plad", "pad"])
+def test_pipeline_stages_run_once_then_are_reused(method, tiny_cfg, caplog):
+    overrides = [f"method={method}", "teacher=tiny", "pipeline.prepare.sampling.max_new_tokens=8",
+                 "data.max_samples=12", "trainer.max_steps=1", "save_model=false"]
+    caplog.set_level("INFO", logger="prefdistill")
+    train(tiny_cfg(*overrides))
+    first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
+    caplog.clear()
+    train(tiny_cfg(*overrides))
+    second = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
+    assert first and second
+    assert "ran" in first[0] and "ran" not in second[0], (first, second)

@@ -79,3 +79,13 @@ class RecordBatches:
                     f.write(json.dumps([trainer.global_step, batch["index"].tolist()]) + "\n")
 
         return _Record()
+
+
+def method_loss(name: str, tmp_path: Path | None = None):
+    """The Loss that `method=<name>` builds (method files may compose others through defaults)."""
+    import tempfile
+
+    from hydra.utils import instantiate
+
+    cfg = compose_train(Path(tmp_path or tempfile.mkdtemp()), [f"method={name}"])
+    return instantiate(cfg.method)

@@ -36,8 +36,13 @@ MAX_PD_LIST_SIZE = 8  # 8! = 40,320 rankings; 9! would be 362,880 per example.
 
 @functools.cache
 def _permutations(n: int, device: torch.device) -> torch.Tensor:
-    """All n! rankings as a (n!, n) long index tensor, identity first (itertools order)."""
-    return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long, device=device)
+    """All n! rankings as a (n!, n) long index tensor, identity first (itertools order).
+
+    Built outside inference mode: the cached tensor is shared by validation (inference mode)
+    and training steps, and an inference tensor cannot take part in autograd.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long, device=device)
 
 
 def _ranking_logprob(ordered: torch.Tensor) -> torch.Tensor:

@@ -171,3 +171,15 @@ def test_config_instantiates_and_runs(name):
     logps, lengths, teacher = _inputs(4)
     out = loss(logps=logps, lengths=lengths, teacher_scores=teacher)
     assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()
+
+
+def test_permutation_cache_built_in_inference_mode_still_trains():
+    """Lightning validates under inference mode; the cached ranking index must still serve training."""
+    from prefdistill.losses import get_loss
+
+    loss = get_loss("pad_pd")
+    with torch.inference_mode():
+        loss(logps=torch.randn(2, 5), lengths=torch.ones(2, 5), teacher_scores=torch.randn(2, 5))
+    logps = torch.randn(2, 5, requires_grad=True)
+    loss(logps=logps, lengths=torch.ones(2, 5), teacher_scores=torch.randn(2, 5)).loss.sum().backward()
+    assert logps.grad is not None
