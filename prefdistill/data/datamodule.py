@@ -130,10 +130,18 @@ class PreferenceDataModule(LightningDataModule):
         random.Random(self.seed).shuffle(order)
         n_val = max(1, math.ceil(len(rows) * self.val_fraction)) if rows else 0
         val_ids = set(order[:n_val])
-        self._carved_train = [r for k, r in enumerate(rows) if k not in val_ids]
-        train_stats["rows_to_validation"] = n_val
-        self.stats["validation"]["rows_read"] = n_val
-        return [r for k, r in enumerate(rows) if k in val_ids]
+        train = [r for k, r in enumerate(rows) if k not in val_ids]
+        val = [r for k, r in enumerate(rows) if k in val_ids]
+        if self.max_samples is not None:
+            # rows past max_samples count as not read, as with load_records' limit, so that
+            # rows_read == rows_kept + rows_skipped + rows_to_validation still holds
+            dropped = max(0, len(train) - self.max_samples) + max(0, len(val) - self.max_samples)
+            train, val = train[: self.max_samples], val[: self.max_samples]
+            train_stats["rows_read"] -= dropped
+        self._carved_train = train
+        train_stats["rows_to_validation"] = len(val)
+        self.stats["validation"]["rows_read"] = len(val)
+        return val
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:

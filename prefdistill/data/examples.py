@@ -12,6 +12,7 @@ from collections import Counter
 
 from tqdm.auto import tqdm
 
+from prefdistill.data.loading import note_skip
 from prefdistill.data.records import DataError, ListRecord, PairRecord, Record, RowError, SFTRecord
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import TruncationPolicy, truncate
@@ -74,7 +75,7 @@ def build_examples(
                 raise DataError(
                     f"{label}: row {index}: {err} (set data.on_bad_row=skip to skip such rows)"
                 ) from err
-            stats["rows_skipped"][err.reason] += 1
+            note_skip(stats["rows_skipped"], err.reason, f"{label}: row {index}: {err}")
     stats["rows_kept"] = len(examples)
     return examples
 

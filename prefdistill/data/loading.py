@@ -16,8 +16,16 @@ inconsistent column types still reach the per-field checks.
 Scored pairs: a file (split) must score all its pairs or none; a mix raises
 :class:`DataError` naming the first row without ``chosen_score``/``rejected_score``.
 
+Row ids: in files read by the ``local`` mapper (``local`` and ``shipped`` sources) an
+explicit ``id`` column (renamed through ``fields``) must be unique within a split; a repeated
+id raises :class:`DataError` naming the file, both rows and the id (reason ``duplicate_id``;
+with ``on_bad_row="skip"`` the later rows are skipped). Rows without an id get their row
+number, which is not checked. Hub schemas are not checked: their id columns group rows
+(a TL;DR post or an UltraFeedback prompt has several comparisons).
+
 Bad rows raise :class:`DataError` naming the source, row (and line) and field, or with
-``on_bad_row="skip"`` are skipped and counted in ``stats["rows_skipped"][reason]``.
+``on_bad_row="skip"`` are skipped and counted in ``stats["rows_skipped"][reason]``, so
+``rows_read == kept + sum(rows_skipped)``.
 """
 
 from __future__ import annotations
@@ -125,7 +133,7 @@ def _scan_jsonl(file: Path, on_bad_row: str, skipped: Counter) -> tuple[list[dic
                 msg = f"{file}: line {line_no}: malformed JSON: {err}"
                 if on_bad_row == "error":
                     raise DataError(msg) from err
-                _note_skip(skipped, "malformed_json", msg)
+                note_skip(skipped, "malformed_json", msg)
                 continue
             rows.append(row)
             lines.append(line_no)
@@ -167,7 +175,8 @@ def _offline() -> bool:
     return os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _note_skip(skipped: Counter, reason: str, msg: str) -> None:
+def note_skip(skipped: Counter, reason: str, msg: str) -> None:
+    """Count a skipped row under ``reason``; the first few skips are also logged with ``msg``."""
     skipped[reason] += 1
     n = sum(skipped.values())
     if n <= _MAX_SKIP_WARNINGS:
@@ -208,30 +217,46 @@ def load_records(
     hub_kwargs = {spec.name_kw: name or spec.name} if (name or spec.name) and source != "shipped" else {}
     label, rows, lines = read_rows(str(location), split, hub_kwargs, on_bad_row, skipped)
     stats["rows_read"] = stats.get("rows_read", 0) + skipped.get("malformed_json", 0) - malformed_before
-    mapper = (
-        partial(spec.mapper, record_type=record_type, fields={**(spec.fields or {}), **(fields or {})})
-        if spec.mapper is sources.local
-        else spec.mapper
-    )
-    return _map_rows(rows, mapper, record_type, (label, lines), on_bad_row, limit, stats)
+    mapper, id_column = spec.mapper, None
+    if spec.mapper is sources.local:
+        columns = {**(spec.fields or {}), **(fields or {})}
+        mapper = partial(spec.mapper, record_type=record_type, fields=columns)
+        id_column = columns.get("id", "id")
+    return _map_rows(rows, mapper, record_type, (label, lines), on_bad_row, limit, stats, id_column)
 
 
-def _map_rows(rows, mapper, record_type, origin, on_bad_row, limit, stats) -> list[tuple[int, Record]]:
-    """Map raw rows to records; bad rows raise or are counted in ``stats["rows_skipped"]``."""
+def _map_rows(
+    rows, mapper, record_type, origin, on_bad_row, limit, stats, id_column=None
+) -> list[tuple[int, Record]]:
+    """Map raw rows to records; bad rows raise or are counted in ``stats["rows_skipped"]``.
+
+    With ``id_column``, rows giving that column must have distinct ids (``duplicate_id``)."""
     out: list[tuple[int, Record]] = []
+    first_row: dict[str, int] = {}  # explicit id -> the row that has it
     for i, row in enumerate(rows):
         if limit is not None and len(out) >= limit:
             break
         stats["rows_read"] = stats.get("rows_read", 0) + 1
         try:
-            out.append((i, convert(mapper(row, i), record_type)))
+            record = convert(mapper(row, i), record_type)
+            if id_column is not None and row.get(id_column) is not None:
+                _check_unique_id(record.id, i, id_column, first_row, origin[1])
+            out.append((i, record))
         except RowError as err:
             msg = f"{where(origin[0], i, origin[1])}: {err}"
             if on_bad_row == "error":
                 raise DataError(msg + " (set data.on_bad_row=skip to skip and count such rows)") from err
-            _note_skip(stats["rows_skipped"], err.reason, msg)
+            note_skip(stats["rows_skipped"], err.reason, msg)
     check_scored_pairs(out, origin)
     return out
+
+
+def _check_unique_id(rid: str, i: int, column: str, first_row: dict[str, int], lines) -> None:
+    """Claim ``rid`` for row ``i``, or raise ``RowError`` naming the row that claimed it first."""
+    j = first_row.setdefault(rid, i)
+    if j != i:
+        line = f" (line {lines[j]})" if lines is not None else ""
+        raise RowError(column, f"duplicate id {rid!r}, already used by row {j}{line}", "duplicate_id")
 
 
 def check_scored_pairs(rows: list[tuple[int, Record]], origin: tuple) -> None:
