@@ -159,7 +159,7 @@ class PreferenceDataModule(LightningDataModule):
             )
             if self.max_samples is not None:
                 rows = rows[: self.max_samples]
-            label = f"{self.source}[{split}]"
+            label = f"{self.source}[{split}]" + (f" {self.path}" if self.path else "")  # errors name the file
             stats = self.stats.setdefault(split, new_stats())
             self.datasets[split] = build_examples(
                 rows, encoder, self.policy, stats, on_bad_row=self.on_bad_row, label=label
