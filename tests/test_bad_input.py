@@ -1,0 +1,206 @@
+"""Bad input, tried systematically through the real entry point (``prefdistill.train.train``).
+
+Every kind of bad input either fails before training with an error naming where (file,
+row/line, field; or config key, or both vocabulary sizes), or -- bad data rows with
+``data.on_bad_row=skip`` -- is skipped and counted by reason in ``metrics.json``'s ``data``
+stats, with ``rows_read == rows_kept + skipped (+ rows_to_validation)`` in every split:
+nothing is dropped silently. (``tests/data/test_bad_rows.py`` covers the loader alone.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException, InstantiationException
+
+from prefdistill.data import DataError, PreferenceDataModule, load_records
+from prefdistill.data.loading import SHIPPED_ROOT
+from prefdistill.train import train
+
+LONG_PROMPT = "Please read this carefully. " * 120  # ~600 tokens: over every max_prompt_length used here
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from transformers import AutoTokenizer
+
+    from prefdistill.models.tiny_tokenizer import TINY_TOKENIZER_DIR
+
+    return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+
+
+def _good(i: int) -> dict:
+    return {"id": f"g{i}", "prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.", "rejected": "No idea."}
+
+
+def _write(tmp_path: Path, rows: list, name: str = "pairs.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def _train_on(tiny_cfg, path: Path, *extra: str) -> dict:
+    """Run the tiny training on ``path``; return metrics.json's per-split data stats."""
+    cfg = tiny_cfg("data=local", f"data.path={path}", "data.max_samples=null", "save_model=false", *extra)
+    train(cfg)
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["data"]
+
+
+def assert_accounted(stats: dict) -> None:
+    """Every row read is kept, skipped with a reason, or moved to the validation split."""
+    for split, s in stats.items():
+        skipped = sum(s["rows_skipped"].values())
+        assert s["rows_read"] == s["rows_kept"] + skipped + s.get("rows_to_validation", 0), (split, s)
+
+
+def _total(stats: dict, key: str) -> int:
+    return sum(s[key] for s in stats.values())
+
+
+def _skipped(stats: dict) -> Counter:
+    return sum((Counter(s["rows_skipped"]) for s in stats.values()), Counter())
+
+
+# ------------------------------------------------------------------------ bad data rows: error
+BAD_ROWS = {
+    "malformed_json": ('{"id": "x", "prompt": "Hi?", "chosen": ', r"line 3: malformed JSON"),
+    "missing_field": ({"id": "x", "prompt": "Hi?", "rejected": "No."}, r"row 2 \(line 3\): field 'chosen': missing"),
+    "wrong_type": (
+        {"id": "x", "prompt": "Hi?", "chosen": "Yes.", "rejected": 5},
+        r"row 2 \(line 3\): field 'rejected': expected str, got int",
+    ),
+    "wrong_type_prompt": (
+        {"id": "x", "prompt": {"text": "Hi?"}, "chosen": "Yes.", "rejected": "No."},
+        r"row 2 \(line 3\): field 'prompt': expected str, got dict",
+    ),
+    "empty_prompt": (
+        {"id": "x", "prompt": "  ", "chosen": "Yes.", "rejected": "No."},
+        r"row 2 \(line 3\): field 'prompt': empty string",
+    ),
+    "empty_response": (
+        {"id": "x", "prompt": "Hi?", "chosen": "", "rejected": "No."},
+        r"row 2 \(line 3\): field 'chosen': empty string",
+    ),
+    "duplicate_id": (
+        {**_good(7), "id": "g0"},
+        r"row 2 \(line 3\): field 'id': duplicate id 'g0', already used by row 0 \(line 1\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ROWS))
+def test_bad_row_fails_naming_file_row_and_field(tiny_cfg, tmp_path, kind):
+    bad, pattern = BAD_ROWS[kind]
+    path = _write(tmp_path, [_good(0), _good(1), bad] + [_good(i) for i in range(2, 10)])
+    with pytest.raises(DataError, match=r"pairs\.jsonl: " + pattern):
+        _train_on(tiny_cfg, path)
+
+
+# ------------------------------------------------------------------------ bad data rows: skip
+def test_skip_counts_every_bad_row_and_truncates_long_prompts(tiny_cfg, tmp_path):
+    rows = [_good(0), {**_good(1), "id": "long", "prompt": LONG_PROMPT}]
+    rows += [bad for bad, _ in BAD_ROWS.values()]
+    rows += [_good(i) for i in range(2, 20)]
+    stats = _train_on(tiny_cfg, _write(tmp_path, rows), "data.on_bad_row=skip")
+    assert_accounted(stats)
+    assert stats["train"]["rows_read"] == len(rows)
+    assert _skipped(stats) == {
+        "malformed_json": 1,
+        "missing_field": 1,
+        "wrong_type": 2,
+        "empty_field": 2,
+        "duplicate_id": 1,
+    }
+    assert _total(stats, "rows_kept") == 20  # 19 good rows + the long one, truncated
+    assert _total(stats, "prompts_truncated") == 1
+
+
+@pytest.mark.parametrize("on_bad_row", ["error", "skip"])
+def test_prompt_leaving_no_room_for_the_response(tok, tmp_path, on_bad_row):
+    """max_prompt_length == max_length: a prompt cut to the cap leaves no response token."""
+    rows = [_good(0), {**_good(1), "prompt": LONG_PROMPT}, _good(2), _good(3)]
+    path = _write(tmp_path, rows)
+    dm = PreferenceDataModule(
+        source="local", path=str(path), max_length=48, max_prompt_length=48, on_bad_row=on_bad_row, val_fraction=0.0
+    )
+    dm.connect(tok)
+    if on_bad_row == "error":
+        with pytest.raises(DataError, match=r"pairs\.jsonl: row 1: field 'prompt': no room for the response"):
+            dm.setup("fit")
+        return
+    dm.setup("fit")
+    stats = dm.stats
+    assert_accounted(stats)
+    assert stats["train"]["rows_skipped"] == {"no_room_for_response": 1}
+    assert stats["train"]["rows_kept"] == 3 and stats["train"]["prompts_truncated"] == 0  # skipped, not kept
+    assert [ex["index"] for ex in dm.datasets["train"]] == [0, 2, 3]
+
+
+def test_carved_validation_with_max_samples_accounts_for_every_row(tok, tmp_path):
+    """The carve reads 2 * max_samples rows; those past max_samples count as not read."""
+    path = _write(tmp_path, [_good(i) for i in range(40)])
+    dm = PreferenceDataModule(source="local", path=str(path), max_samples=16, max_length=64, max_prompt_length=32)
+    dm.connect(tok)
+    dm.setup("fit")
+    assert_accounted(dm.stats)
+    assert dm.stats["train"]["rows_kept"] == 16 and dm.stats["validation"]["rows_kept"] == 2
+
+
+# ------------------------------------------------------------------------ duplicate ids
+def test_duplicate_id_column_follows_fields_mapping(tmp_path):
+    rows = [{**_good(0), "uid": "a"}, {**_good(1), "uid": "b"}, {**_good(2), "uid": "a"}]
+    path = str(_write(tmp_path, rows))
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): field 'uid': duplicate id 'a', already used by row 0"):
+        load_records("local", "train", path=path, fields={"id": "uid"})
+    stats = {}
+    kept = load_records("local", "train", path=path, fields={"id": "uid"}, on_bad_row="skip", stats=stats)
+    assert [i for i, _ in kept] == [0, 1]  # the first row keeps the id, later ones are skipped
+    assert stats["rows_read"] == 3 and stats["rows_skipped"] == {"duplicate_id": 1}
+
+
+def test_rows_without_id_do_not_collide_with_explicit_ids(tmp_path):
+    """A row without an id is known by its row number, which an explicit id may equal."""
+    rows = [{**_good(0), "id": "2"}, _good(1), {k: v for k, v in _good(2).items() if k != "id"}]
+    assert len(load_records("local", "train", path=str(_write(tmp_path, rows)))) == 3
+
+
+def test_hub_schema_ids_may_repeat(tmp_path):
+    """UltraFeedback's prompt_id groups rows (several comparisons per prompt): not a row identity."""
+    row = {
+        "prompt": "Hi?",
+        "prompt_id": "p1",
+        "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+        "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}],
+    }
+    assert len(load_records("ultrafeedback", "train", path=str(_write(tmp_path, [row, row])))) == 2
+
+
+@pytest.mark.parametrize("split_file", sorted(SHIPPED_ROOT.glob("*/*.jsonl")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_data_has_unique_ids(split_file):
+    ids = [json.loads(line)["id"] for line in split_file.read_text().splitlines() if line.strip()]
+    assert all(ids) and len(set(ids)) == len(ids)
+    assert len(load_records("local", "train", path=str(split_file))) == len(ids)
+
+
+# ------------------------------------------------------------------------ models and config
+def test_teacher_with_another_vocabulary_is_refused_naming_both_sizes(tiny_cfg, tok):
+    cfg = tiny_cfg("method=kd_fkl", "teacher=tiny", "+teacher.random_init.vocab_size=700", "save_model=false")
+    with pytest.raises(ValueError, match=rf"'kd_fkl'.* student has {len(tok)} tokens and the teacher 700"):
+        train(cfg)
+
+
+def test_unknown_method_key_is_a_hydra_error(tiny_cfg):
+    with pytest.raises(ConfigCompositionException, match=r"method\.no_such"):
+        tiny_cfg("method.no_such=1")
+
+
+def test_appended_unknown_hyper_parameter_lists_the_accepted_ones(tiny_cfg):
+    cfg = tiny_cfg("+method.no_such=1")
+    with pytest.raises(InstantiationException) as err:
+        train(cfg)
+    cause = err.value.__cause__
+    assert isinstance(cause, TypeError), repr(cause)
+    assert "['no_such']" in str(cause) and "it accepts ['beta', 'label_smoothing', 'reference_free']" in str(cause)
