@@ -282,6 +282,10 @@ def _median(xs):
     return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
 
 
+def _ratio(d: dict, a: str, b: str) -> float:
+    return d[a] / d[b] if a in d and b in d else float("nan")
+
+
 def summarize(results: list[dict], model: str, shape: str) -> dict:
     by = {}
     for r in results:
@@ -297,11 +301,11 @@ def summarize(results: list[dict], model: str, shape: str) -> dict:
         "peak_rss_gb": mem,
         "step_time_s": step,
         "losses": first,
-        "throughput_ratio": tps["ours_fast"] / tps["trl_fast"],
-        "memory_ratio": mem["ours_lean"] / mem["trl_lean"],
+        "throughput_ratio": _ratio(tps, "ours_fast", "trl_fast"),
+        "memory_ratio": _ratio(mem, "ours_lean", "trl_lean"),
     }
     if "ours_simpo" in step:
-        out["dpo_over_simpo_step_time"] = step["ours_fast"] / step["ours_simpo"]
+        out["dpo_over_simpo_step_time"] = _ratio(step, "ours_fast", "ours_simpo")
     return out
 
 
@@ -317,6 +321,8 @@ def print_summary(s: dict) -> None:
     print(f"  peak-memory ratio ours_lean/trl_lean = {s['memory_ratio']:.2f}")
     if "dpo_over_simpo_step_time" in s:
         print(f"  DPO(cache)/SimPO step time = {s['dpo_over_simpo_step_time']:.3f}")
+    if not {"trl_fast", "ours_fast"} <= set(s["losses"]):
+        return
     trl0, ours0 = s["losses"]["trl_fast"][0], s["losses"]["ours_fast"][0]
     print(f"  first-step loss: ours {ours0:.6f}  TRL {trl0:.6f}  |diff| {abs(ours0 - trl0):.2e}")
     if len(s["losses"]["trl_fast"]) > 1 and len(s["losses"]["ours_fast"]) > 1:

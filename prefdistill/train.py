@@ -103,8 +103,9 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
     before = _validate(trainer, module, datamodule, cfg.validate_before_fit)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     after = _validate(trainer, module, datamodule, cfg.validate_after_fit)
     train_metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("train/")}
 

@@ -33,7 +33,12 @@ def tok():
 
 
 def _good(i: int) -> dict:
-    return {"id": f"g{i}", "prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.", "rejected": "No idea."}
+    return {
+        "id": f"g{i}",
+        "prompt": f"What is {i} plus {i}?",
+        "chosen": f"It is {2 * i}.",
+        "rejected": "No idea.",
+    }
 
 
 def _write(tmp_path: Path, rows: list, name: str = "pairs.jsonl") -> Path:
@@ -67,7 +72,10 @@ def _skipped(stats: dict) -> Counter:
 # ------------------------------------------------------------------------ bad data rows: error
 BAD_ROWS = {
     "malformed_json": ('{"id": "x", "prompt": "Hi?", "chosen": ', r"line 3: malformed JSON"),
-    "missing_field": ({"id": "x", "prompt": "Hi?", "rejected": "No."}, r"row 2 \(line 3\): field 'chosen': missing"),
+    "missing_field": (
+        {"id": "x", "prompt": "Hi?", "rejected": "No."},
+        r"row 2 \(line 3\): field 'chosen': missing",
+    ),
     "wrong_type": (
         {"id": "x", "prompt": "Hi?", "chosen": "Yes.", "rejected": 5},
         r"row 2 \(line 3\): field 'rejected': expected str, got int",
@@ -124,7 +132,12 @@ def test_prompt_leaving_no_room_for_the_response(tok, tmp_path, on_bad_row):
     rows = [_good(0), {**_good(1), "prompt": LONG_PROMPT}, _good(2), _good(3)]
     path = _write(tmp_path, rows)
     dm = PreferenceDataModule(
-        source="local", path=str(path), max_length=48, max_prompt_length=48, on_bad_row=on_bad_row, val_fraction=0.0
+        source="local",
+        path=str(path),
+        max_length=48,
+        max_prompt_length=48,
+        on_bad_row=on_bad_row,
+        val_fraction=0.0,
     )
     dm.connect(tok)
     if on_bad_row == "error":
@@ -142,7 +155,9 @@ def test_prompt_leaving_no_room_for_the_response(tok, tmp_path, on_bad_row):
 def test_carved_validation_with_max_samples_accounts_for_every_row(tok, tmp_path):
     """The carve reads 2 * max_samples rows; those past max_samples count as not read."""
     path = _write(tmp_path, [_good(i) for i in range(40)])
-    dm = PreferenceDataModule(source="local", path=str(path), max_samples=16, max_length=64, max_prompt_length=32)
+    dm = PreferenceDataModule(
+        source="local", path=str(path), max_samples=16, max_length=64, max_prompt_length=32
+    )
     dm.connect(tok)
     dm.setup("fit")
     assert_accounted(dm.stats)
@@ -153,7 +168,9 @@ def test_carved_validation_with_max_samples_accounts_for_every_row(tok, tmp_path
 def test_duplicate_id_column_follows_fields_mapping(tmp_path):
     rows = [{**_good(0), "uid": "a"}, {**_good(1), "uid": "b"}, {**_good(2), "uid": "a"}]
     path = str(_write(tmp_path, rows))
-    with pytest.raises(DataError, match=r"row 2 \(line 3\): field 'uid': duplicate id 'a', already used by row 0"):
+    with pytest.raises(
+        DataError, match=r"row 2 \(line 3\): field 'uid': duplicate id 'a', already used by row 0"
+    ):
         load_records("local", "train", path=path, fields={"id": "uid"})
     stats = {}
     kept = load_records("local", "train", path=path, fields={"id": "uid"}, on_bad_row="skip", stats=stats)
@@ -178,7 +195,9 @@ def test_hub_schema_ids_may_repeat(tmp_path):
     assert len(load_records("ultrafeedback", "train", path=str(_write(tmp_path, [row, row])))) == 2
 
 
-@pytest.mark.parametrize("split_file", sorted(SHIPPED_ROOT.glob("*/*.jsonl")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "split_file", sorted(SHIPPED_ROOT.glob("*/*.jsonl")), ids=lambda p: f"{p.parent.name}/{p.stem}"
+)
 def test_shipped_data_has_unique_ids(split_file):
     ids = [json.loads(line)["id"] for line in split_file.read_text().splitlines() if line.strip()]
     assert all(ids) and len(set(ids)) == len(ids)
@@ -203,4 +222,6 @@ def test_appended_unknown_hyper_parameter_lists_the_accepted_ones(tiny_cfg):
         train(cfg)
     cause = err.value.__cause__
     assert isinstance(cause, TypeError), repr(cause)
-    assert "['no_such']" in str(cause) and "it accepts ['beta', 'label_smoothing', 'reference_free']" in str(cause)
+    assert "['no_such']" in str(cause) and "it accepts ['beta', 'label_smoothing', 'reference_free']" in str(
+        cause
+    )

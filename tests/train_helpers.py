@@ -89,3 +89,22 @@ def method_loss(name: str, tmp_path: Path | None = None):
 
     cfg = compose_train(Path(tmp_path or tempfile.mkdtemp()), [f"method={name}"])
     return instantiate(cfg.method)
+
+
+class PreemptAtStep:
+    """Lightning callback for tests: act like SLURM preempting the job after step ``step``:
+    SIGUSR1 (Lightning saves an HPC checkpoint and requeues), then SIGKILL."""
+
+    def __new__(cls, step: int):
+        import os
+        import signal
+
+        from lightning.pytorch.callbacks import Callback
+
+        class _Preempt(Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == step:
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        return _Preempt()

@@ -27,7 +27,6 @@ import random
 from functools import partial
 from pathlib import Path
 
-import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -191,7 +190,9 @@ class PreferenceDataModule(LightningDataModule):
         if shuffle:
             sampler = ResumableRandomSampler(len(self.datasets[split]), self.seed)
             if self._resume_state is not None:
-                sampler.resume(self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size)
+                sampler.resume(
+                    self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size
+                )
                 self._resume_state = None
             self._train_sampler = sampler
         return DataLoader(

@@ -54,14 +54,29 @@ def _wandb_id(run_dir: str) -> str:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """``auto``: the run folder's own ``checkpoints/last.ckpt`` if it exists (resume), else None."""
+    """``auto``: resume from the run folder's newest checkpoint, else start fresh (None).
+
+    Candidates are ``checkpoints/last.ckpt`` (ModelCheckpoint) and ``hpc_ckpt_<n>.ckpt``, which
+    Lightning writes when SLURM sends SIGUSR1 before preempting a job it then requeues.
+    """
     if ckpt_path != "auto":
         return ckpt_path
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+    out = Path(output_dir)
+    found = [p for p in [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    if newest.name.startswith("hpc_ckpt_"):
+        # Under SLURM, Lightning's validate()/test() with ckpt_path=None silently load any
+        # hpc_ckpt_* in the run folder; move the ones consumed here out of its sight.
+        (out / "checkpoints").mkdir(exist_ok=True)
+        target = out / "checkpoints" / f"preempted-{newest.stem}.ckpt"
+        os.replace(newest, target)
+        for older in out.glob("hpc_ckpt_*.ckpt"):
+            os.replace(older, out / "checkpoints" / f"preempted-{older.stem}.ckpt")
+        newest = target
+    log.info("resuming from %s", newest)
+    return str(newest)
 
 
 def register_resolvers() -> None:

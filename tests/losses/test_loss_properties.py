@@ -94,7 +94,9 @@ def _check_separable(loss, tensors: dict, k: int) -> None:
     parts = [loss(**half) for half in _split(tensors, k)]
     torch.testing.assert_close(full.loss, torch.cat([p.loss for p in parts]), rtol=1e-5, atol=1e-5)
     for key in full.metrics:
-        torch.testing.assert_close(full.metrics[key], torch.cat([p.metrics[key] for p in parts]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            full.metrics[key], torch.cat([p.metrics[key] for p in parts]), rtol=1e-5, atol=1e-5
+        )
 
 
 # ------------------------------------------------------------------------------ pairwise
@@ -115,7 +117,9 @@ def test_pairwise_properties(name, data):
         "rejected_scores": _vec(data, _unit, b, label="rejected_scores"),
     }
     args = _tensor_args(name)
-    assert set(args) <= set(pool), f"loss {name!r} takes tensors this test does not know: {set(args) - set(pool)}"
+    assert set(args) <= set(pool), (
+        f"loss {name!r} takes tensors this test does not know: {set(args) - set(pool)}"
+    )
     tensors = {k: pool[k] for k in args}
     loss = get_loss(name, **_hparams(data, name))
 
@@ -141,17 +145,23 @@ def test_plackett_luce_probabilities_sum_to_one(data):
     logprobs = plackett_luce_logprobs(scores)
     assert logprobs.shape == (b, math.factorial(n))
     assert (logprobs <= 1e-6).all()
-    torch.testing.assert_close(logprobs.double().exp().sum(-1), torch.ones(b, dtype=torch.double), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logprobs.double().exp().sum(-1), torch.ones(b, dtype=torch.double), atol=1e-4, rtol=0
+    )
 
 
 def _list_batch(data, b: int, n: int) -> dict:
     row = st.lists(st.floats(-100.0, 0.0, width=32), min_size=n, max_size=n)
     lengths = st.lists(st.integers(1, 40), min_size=n, max_size=n)
     return {
-        "logps": torch.tensor(data.draw(st.lists(row, min_size=b, max_size=b), label="logps"), requires_grad=True),
+        "logps": torch.tensor(
+            data.draw(st.lists(row, min_size=b, max_size=b), label="logps"), requires_grad=True
+        ),
         "lengths": torch.tensor(data.draw(st.lists(lengths, min_size=b, max_size=b), label="lengths")),
         "teacher_scores": torch.tensor(
-            data.draw(st.lists(st.lists(st.floats(-5.0, 0.0), min_size=n, max_size=n), min_size=b, max_size=b)),
+            data.draw(
+                st.lists(st.lists(st.floats(-5.0, 0.0), min_size=n, max_size=n), min_size=b, max_size=b)
+            ),
             dtype=torch.float32,
         ),
     }
@@ -184,7 +194,9 @@ def test_pad_pd_is_zero_when_student_matches_teacher_up_to_a_constant(data):
         data.draw(st.lists(st.lists(st.floats(-5.0, 0.0), min_size=n, max_size=n), min_size=b, max_size=b))
     )
     shift = data.draw(st.floats(-20.0, 20.0), label="shift")
-    lengths = torch.tensor(data.draw(st.lists(st.lists(st.integers(1, 30), min_size=n, max_size=n), min_size=b, max_size=b)))
+    lengths = torch.tensor(
+        data.draw(st.lists(st.lists(st.integers(1, 30), min_size=n, max_size=n), min_size=b, max_size=b))
+    )
     logps = (teacher + shift) * lengths  # β·logps/lengths = β·(teacher + shift)
     out = get_loss("pad_pd", beta=data.draw(st.floats(0.1, 10.0), label="beta"))(
         logps=logps, lengths=lengths, teacher_scores=teacher
@@ -194,7 +206,11 @@ def test_pad_pd_is_zero_when_student_matches_teacher_up_to_a_constant(data):
 
 # ------------------------------------------------------------------------------ token
 def _token_batch(data, b: int, t: int, v: int) -> dict:
-    logits = st.lists(st.lists(st.lists(st.floats(-10.0, 10.0, width=32), min_size=v, max_size=v), min_size=t, max_size=t), min_size=b, max_size=b)
+    logits = st.lists(
+        st.lists(st.lists(st.floats(-10.0, 10.0, width=32), min_size=v, max_size=v), min_size=t, max_size=t),
+        min_size=b,
+        max_size=b,
+    )
     mask = st.lists(st.lists(st.booleans(), min_size=t, max_size=t), min_size=b, max_size=b)
     labels = st.lists(st.lists(st.integers(0, v - 1), min_size=t, max_size=t), min_size=b, max_size=b)
     return {
@@ -209,7 +225,9 @@ def _token_batch(data, b: int, t: int, v: int) -> dict:
 @SETTINGS
 @given(data=st.data())
 def test_token_losses_nonnegative_separable_and_zero_for_identical_logits(name, data):
-    b, t, v = (data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V")))
+    b, t, v = (
+        data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V"))
+    )
     tensors = _token_batch(data, b, t, v)
     hp = _hparams(data, name)
     loss = get_loss(name, **hp)
