@@ -110,3 +110,17 @@ def test_pipeline_stages_run_once_then_are_reused(method, tiny_cfg, caplog):
     second = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
     assert first and second
     assert "ran" in first[0] and "ran" not in second[0], (first, second)
+
+
+def test_pipeline_fine_tunes_student_and_teacher_when_configured(tiny_cfg, caplog):
+    overrides = ["method=plad", "teacher=tiny", "pipeline.prepare.sampling.max_new_tokens=8", "data.max_samples=12",
+                 "trainer.max_steps=1", "save_model=false", "pipeline.prepare.sft_student=${pipeline.sft}",
+                 "pipeline.prepare.sft_teacher=${pipeline.sft}", "pipeline.sft.max_steps=2"]
+    caplog.set_level("INFO", logger="prefdistill")
+    train(tiny_cfg(*overrides))
+    first = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:"))
+    assert "sft" in first.lower(), first
+    caplog.clear()
+    train(tiny_cfg(*overrides))
+    second = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:"))
+    assert "ran" not in second, second

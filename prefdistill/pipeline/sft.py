@@ -1,0 +1,61 @@
+"""Supervised fine-tuning as a pipeline stage (PLaD/PAD: SFT teacher and student before sampling).
+
+``sft_step(...)`` builds an :class:`SFTStep` whose function trains a model on the (prompt,
+response) records of a dataset with the ``sft`` loss (NLL of the response) through the same
+module and data code as ``train.py``, then writes a plain transformers folder (LoRA merged) that
+the next stages load. The recipe (data, steps, lr, ...) is the stage's cache key, so a re-run
+with the same settings reuses the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from prefdistill.data import PreferenceDataModule
+from prefdistill.losses import get_loss
+from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
+from prefdistill.modules import PreferenceModule
+from prefdistill.pipeline.steps import SFTStep
+
+
+def sft_finetune(
+    spec: ModelSpec,
+    out_dir: str | Path,
+    *,
+    data: dict,
+    max_steps: int = 100,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+    accelerator: str = "auto",
+) -> None:
+    """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``)."""
+    L.seed_everything(seed, workers=True)
+    tokenizer = load_tokenizer(spec)
+    datamodule = PreferenceDataModule(**{**data, "record_type": "sft", "batch_size": batch_size, "seed": seed})
+    datamodule.connect(tokenizer)
+    module = PreferenceModule(policy=spec, loss=get_loss("sft"), optimizer=partial(torch.optim.AdamW, lr=lr))
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+        enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    out_dir = Path(out_dir)
+    if not module.uses_lora:
+        merge_and_save(module.policy, tokenizer, out_dir)
+        return
+    staging = out_dir.parent / f".{out_dir.name}.adapter"
+    merge_and_save(module.policy, tokenizer, staging, merge=True)
+    shutil.move(str(staging / "merged"), str(out_dir))  # the plain, merged model
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def sft_step(*, data: dict, max_steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0) -> SFTStep:
+    """An :class:`SFTStep` for the pipeline; its recipe is the cache key of the fine-tuned model."""
+    recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
+    return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)
