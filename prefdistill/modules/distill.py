@@ -25,8 +25,6 @@ class DistillModule(PolicyModule):
         self,
         *args,
         teacher: ModelSpec | None = None,
-        reference: ModelSpec | None = None,  # accepted for a uniform module config; unused
-        reference_cache: str | None = None,  # likewise
         **kw,
     ):
         super().__init__(*args, **kw)

@@ -20,8 +20,6 @@ class ListwiseModule(PolicyModule):
         self,
         *args,
         teacher: ModelSpec | None = None,
-        reference: ModelSpec | None = None,  # accepted for a uniform module config; unused
-        reference_cache: str | None = None,  # likewise
         **kw,
     ):
         super().__init__(*args, **kw)

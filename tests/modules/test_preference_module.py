@@ -115,3 +115,12 @@ def test_build_module_picks_the_module_by_loss_kind():
     assert type(build_module(loss=get_loss("pad_pd"), policy=TINY, optimizer=opt)) is ListwiseModule
     with pytest.raises(ValueError, match="needs a teacher"):
         build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt)
+
+
+def test_build_module_passes_each_module_its_keys_and_rejects_typos():
+    opt = partial(torch.optim.SGD, lr=0.1)
+    common = {"policy": TINY, "optimizer": opt, "forward": "padded", "reference_cache": None}
+    assert build_module(loss=get_loss("dpo"), **common).forward_mode == "padded"
+    build_module(loss=get_loss("kd_fkl"), teacher=TINY, **common)  # pairwise-only keys are not passed on
+    with pytest.raises(TypeError, match="forwrd"):
+        build_module(loss=get_loss("dpo"), forwrd="padded", policy=TINY, optimizer=opt)
