@@ -6,7 +6,7 @@
 Every configuration runs in its own fresh subprocess (so peak RSS, ``ru_maxrss`` of the child, is per
 configuration, absolute, model loading included), ours and TRL alternated, ``--repeats`` times each,
 all children under one environment: ``--threads`` torch threads and the glibc allocator settings
-``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`` (both sides; see shared/spec/environment.md).
+``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736`` (both sides: glibc's allocator otherwise returns and re-faults large blocks every step).
 
 Configurations (per model and data shape):
 

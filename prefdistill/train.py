@@ -60,13 +60,16 @@ def _wandb_dir(loggers) -> str | None:
 def _run_pipeline(cfg: DictConfig, student, teacher):
     """Make the training data first (PLaD pairs, PAD lists): cached stages, reused when present."""
     if teacher is None:
-        raise ValueError("this method builds its data with a teacher: add teacher=<model config>, e.g. teacher=tiny")
+        raise ValueError(
+            "this method builds its data with a teacher: add teacher=<model config>, e.g. teacher=tiny"
+        )
     from prefdistill.generate import prompt_source
 
     prepare = instantiate(cfg.pipeline.prepare)
     source = prompt_source(cfg.data, "train", cfg.data.get("max_samples"))
     prepared = prepare(student, teacher, source, cache_dir=cfg.paths.cache_dir)
-    log.info("pipeline: %s -> %s (%s)", prepared.stages, prepared.path, prepared.stats)
+    stages = ", ".join(f"{stage.name} {stage.status}" for stage in prepared.stages)
+    log.info("pipeline: %s -> %s %s", stages, prepared.path, prepared.stats)
     data = {
         **OmegaConf.to_container(cfg.pipeline.data, resolve=True),
         "source": "local",
@@ -99,7 +102,9 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.module, _partial_=True)(policy=policy_spec, loss=loss, teacher=teacher_spec)
 
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False
+    )
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -124,14 +129,23 @@ def train(cfg: DictConfig) -> dict:
         "skipped_nonfinite_steps": module.bad_steps_total,
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
-        "paths": {"run": str(out_dir), "model": str(model_dir) if model_dir else None, "wandb": _wandb_dir(loggers)},
+        "paths": {
+            "run": str(out_dir),
+            "model": str(model_dir) if model_dir else None,
+            "wandb": _wandb_dir(loggers),
+        },
     }
     metrics_path = atomic_write_json(out_dir / "metrics.json", result)
     log.info("model:   %s", result["paths"]["model"])
     log.info("metrics: %s", metrics_path)
     log.info("wandb:   %s", result["paths"]["wandb"])
     for name in sorted(set(before) | set(after)):
-        log.info("%-28s before %9.4f   after %9.4f", name, before.get(name, float("nan")), after.get(name, float("nan")))
+        log.info(
+            "%-28s before %9.4f   after %9.4f",
+            name,
+            before.get(name, float("nan")),
+            after.get(name, float("nan")),
+        )
     return {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
 
 

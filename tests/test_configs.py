@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from train_helpers import CONFIGS, compose_train, method_loss
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from train_helpers import CONFIGS, compose_train, method_loss
 
 GROUP_FILES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS and p.parent.name != "local")
 PRIMARIES = ("train", "generate", "eval")  # configs/<name>.yaml: the Hydra apps

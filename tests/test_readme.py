@@ -37,6 +37,10 @@ def test_layout_tree_names_existing_paths():
     for line in tree.splitlines():
         entry = line.split()[0] if line.strip() else ""
         if entry.endswith("/") or entry.endswith(".py"):
-            top = [p for p in (REPO / entry, REPO / "prefdistill" / entry, REPO / "configs" / entry) if p.exists()]
+            top = [
+                p
+                for p in (REPO / entry, REPO / "prefdistill" / entry, REPO / "configs" / entry)
+                if p.exists()
+            ]
             anywhere = entry.endswith(".py") and any((REPO / "prefdistill").rglob(entry))
             assert top or anywhere, f"README layout names {entry!r}, which does not exist"

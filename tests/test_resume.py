@@ -11,25 +11,48 @@ import pytest
 from train_helpers import REPO
 
 COMMON = [
-    "model=tiny", "logger=wandb", "data.max_samples=16", "data.batch_size=2", "trainer.max_steps=12", "trainer.max_epochs=2",
-    "trainer.limit_val_batches=2", "callbacks.model_checkpoint.every_n_train_steps=2", "save_model=false",
+    "model=tiny",
+    "logger=wandb",
+    "data.max_samples=16",
+    "data.batch_size=2",
+    "trainer.max_steps=12",
+    "trainer.max_epochs=2",
+    "trainer.limit_val_batches=2",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "save_model=false",
 ]
 
 
 def _train(tmp_path, *overrides, env=None):
     extra = env or {}
-    env = {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache"),
-           "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "WANDB_MODE": "offline", **extra}
-    return subprocess.run([sys.executable, "train.py", *COMMON, *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = {
+        **os.environ,
+        "PREFDISTILL_ROOT": str(tmp_path),
+        "PREFDISTILL_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "WANDB_MODE": "offline",
+        **extra,
+    }
+    return subprocess.run(
+        [sys.executable, "train.py", *COMMON, *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_kill_9_then_same_command_resumes_to_the_same_result(tmp_path):
     straight = _train(tmp_path, "run_name=straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _train(tmp_path, "run_name=resumed", "+callbacks.killer._target_=train_helpers.KillAtStep",
-                    "+callbacks.killer.step=5")
+    killed = _train(
+        tmp_path,
+        "run_name=resumed",
+        "+callbacks.killer._target_=train_helpers.KillAtStep",
+        "+callbacks.killer.step=5",
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     run = tmp_path / "logs" / "train" / "runs" / "resumed"
     assert (run / "checkpoints" / "last.ckpt").is_file()
@@ -56,17 +79,30 @@ def test_kill_9_then_same_command_resumes_to_the_same_result(tmp_path):
 def test_slurm_preemption_requeue_resumes_from_the_hpc_checkpoint(tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/scontrol.log\n")
+    (fake_bin / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\n')
     (fake_bin / "scontrol").chmod(0o755)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "dpo", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
-             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
-             "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "dpo",
+        "SLURM_NTASKS": "1",
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+    }
     straight = _train(tmp_path, "run_name=straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
     # no periodic checkpoint before the preemption: only the HPC checkpoint can carry the run
     common = ["run_name=slurm", "callbacks.model_checkpoint.every_n_train_steps=100"]
-    preempted = _train(tmp_path, *common, "+callbacks.preempt._target_=train_helpers.PreemptAtStep",
-                       "+callbacks.preempt.step=5", env=slurm)
+    preempted = _train(
+        tmp_path,
+        *common,
+        "+callbacks.preempt._target_=train_helpers.PreemptAtStep",
+        "+callbacks.preempt.step=5",
+        env=slurm,
+    )
     assert preempted.returncode == -9, preempted.stderr[-2000:]
     run = tmp_path / "logs" / "train" / "runs" / "slurm"
     assert list(run.glob("hpc_ckpt_*.ckpt"))

@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 import yaml
 from train_helpers import REPO, compose_train
 
 SWEEPS = REPO / "sweeps"
-TINY = ["model=tiny", "logger=none", "data.max_samples=8", "data.batch_size=4", "trainer.max_steps=2",
-        "save_model=false"]
+TINY = [
+    "model=tiny",
+    "logger=none",
+    "data.max_samples=8",
+    "data.batch_size=4",
+    "trainer.max_steps=2",
+    "save_model=false",
+]
 
 
 def _env(tmp_path):
@@ -27,16 +32,26 @@ def _multiruns(tmp_path):
 def test_grid_sweep_runs_a_job_per_value(tmp_path):
     script = (SWEEPS / "dpo_beta_grid.sh").read_text()
     assert "python train.py -m" in script
-    proc = subprocess.run(["bash", str(SWEEPS / "dpo_beta_grid.sh"), *TINY], env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(SWEEPS / "dpo_beta_grid.sh"), *TINY],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (sweep,) = _multiruns(tmp_path)
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
 
 
 def test_optuna_sweep_two_trials_returns_best(tmp_path):
-    proc = subprocess.run(["bash", str(SWEEPS / "dpo_optuna.sh"), "hydra.sweeper.n_trials=2", *TINY],
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(SWEEPS / "dpo_optuna.sh"), "hydra.sweeper.n_trials=2", *TINY],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (sweep,) = _multiruns(tmp_path)
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

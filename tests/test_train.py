@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import CONFIGS, REPO, method_loss
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from train_helpers import CONFIGS, REPO, method_loss
 
 from prefdistill.losses import list_losses
 from prefdistill.train import train
@@ -78,10 +77,24 @@ def test_main_returns_the_optimized_metric(tiny_cfg):
 
 
 def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
-    env = {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache"),
-           "WANDB_MODE": "offline"}
-    cmd = [sys.executable, "train.py", "-m", "model=tiny", "method.beta=0.1,0.5", "trainer.max_steps=2",
-           "data.max_samples=8", "data.batch_size=4", "trainer.limit_val_batches=1", "save_model=false"]
+    env = {
+        **os.environ,
+        "PREFDISTILL_ROOT": str(tmp_path),
+        "PREFDISTILL_CACHE": str(tmp_path / "cache"),
+        "WANDB_MODE": "offline",
+    }
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "model=tiny",
+        "method.beta=0.1,0.5",
+        "trainer.max_steps=2",
+        "data.max_samples=8",
+        "data.batch_size=4",
+        "trainer.limit_val_batches=1",
+        "save_model=false",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.name.isdigit())
@@ -100,8 +113,14 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
 
 @pytest.mark.parametrize("method", ["plad", "pad"])
 def test_pipeline_stages_run_once_then_are_reused(method, tiny_cfg, caplog):
-    overrides = [f"method={method}", "teacher=tiny", "pipeline.prepare.sampling.max_new_tokens=8",
-                 "data.max_samples=12", "trainer.max_steps=1", "save_model=false"]
+    overrides = [
+        f"method={method}",
+        "teacher=tiny",
+        "pipeline.prepare.sampling.max_new_tokens=8",
+        "data.max_samples=12",
+        "trainer.max_steps=1",
+        "save_model=false",
+    ]
     caplog.set_level("INFO", logger="prefdistill")
     train(tiny_cfg(*overrides))
     first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
@@ -113,9 +132,17 @@ def test_pipeline_stages_run_once_then_are_reused(method, tiny_cfg, caplog):
 
 
 def test_pipeline_fine_tunes_student_and_teacher_when_configured(tiny_cfg, caplog):
-    overrides = ["method=plad", "teacher=tiny", "pipeline.prepare.sampling.max_new_tokens=8", "data.max_samples=12",
-                 "trainer.max_steps=1", "save_model=false", "pipeline.prepare.sft_student=${pipeline.sft}",
-                 "pipeline.prepare.sft_teacher=${pipeline.sft}", "pipeline.sft.max_steps=2"]
+    overrides = [
+        "method=plad",
+        "teacher=tiny",
+        "pipeline.prepare.sampling.max_new_tokens=8",
+        "data.max_samples=12",
+        "trainer.max_steps=1",
+        "save_model=false",
+        "pipeline.prepare.sft_student=${pipeline.sft}",
+        "pipeline.prepare.sft_teacher=${pipeline.sft}",
+        "pipeline.sft.max_steps=2",
+    ]
     caplog.set_level("INFO", logger="prefdistill")
     train(tiny_cfg(*overrides))
     first = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:"))

@@ -1,7 +1,7 @@
 """AlpacaEval 2 export: ``model_outputs.json`` for the 805 AlpacaEval instructions.
 
 The file is a JSON list of ``{"instruction", "output", "generator", "dataset"}`` objects, with the
-instruction strings exactly as in the eval set, ready for (methods.md section 7)::
+instruction strings exactly as in the eval set, ready for::
 
     alpaca_eval evaluate --model_outputs <run>/eval_alpacaeval/model_outputs.json \\
         --annotators_config weighted_alpaca_eval_gpt4_turbo --output_path <dir>

@@ -44,7 +44,7 @@ _INSTRUCTION = (
 _SUMMARY_TAIL = _INSTRUCTION.format(
     what="summaries", why="explaining which you prefer and why", choice="your choice", label="Preferred"
 )
-# DPO paper (Rafailov et al. 2023) App. C; methods.md section 7. {query}/{a}/{b} are filled in one pass.
+# DPO paper (Rafailov et al. 2023) App. C. {query}/{a}/{b} are filled in one pass.
 TEMPLATES: dict[str, tuple[str, str]] = {
     "tldr": (  # "GPT-4 (C)", used for the DPO paper's main TL;DR results
         "Which of the following summaries does a better job of summarizing the most important points in the "

@@ -1,8 +1,8 @@
 """Text metrics and win-rate statistics: ROUGE, word count, GSM8K answer extraction, bootstrap CIs.
 
-* ROUGE-1/2/L: ``rouge_score`` F-measure x 100 with the Porter stemmer (methods.md section 7).
+* ROUGE-1/2/L: ``rouge_score`` F-measure x 100 with the Porter stemmer.
 * Word count: whitespace-separated words, as the PLaD paper counts generation length.
-* GSM8K (methods.md section 7, after WildEval/ZeroEval ``src/evaluation/math_eval.py``): gold = text
+* GSM8K (after WildEval/ZeroEval ``src/evaluation/math_eval.py``): gold = text
   after ``####``; the prediction is the ``answer`` of the first complete JSON object in the output,
   then a loose ``"answer": ...`` key match, then generic fallbacks (``\\boxed{}``, ``#### x``,
   "the answer is x"); both are sanitised (``$`` and ``,`` removed, ``a/b`` evaluated) and compared

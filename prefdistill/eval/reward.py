@@ -1,4 +1,4 @@
-"""Reward-model scoring and win rates (PLaD-style, methods.md section 7).
+"""Reward-model scoring and win rates (PLaD-style: OpenAssistant DeBERTa RM, logits[0]).
 
 A HF sequence-classification reward model scores ``(prompt, response)`` pairs; the score is
 ``logits[:, 0]`` of ``tokenizer(prompt, response)`` (the OpenAssistant DeBERTa cross-encoder

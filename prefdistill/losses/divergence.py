@@ -12,7 +12,7 @@ Examples without masked tokens get 0. The τ² factor (Hinton et al. 2015) keeps
 scale comparable across temperatures and is applied to every divergence (a no-op at the
 default τ = 1; note TRL's GKD does not multiply by τ²).
 
-Divergences (``/work/shared/spec/methods.md`` section 6):
+Divergences (Hinton 2015; GKD, Agarwal et al. 2024; DistiLLM, Ko et al. 2024):
 
 * ``kd_fkl``  forward KL(p ‖ q)                          (Hinton KD; DistiLLM/MiniLLM ``forward_kl``)
 * ``kd_rkl``  reverse KL(q ‖ p)                          (MiniLLM's single-step term)

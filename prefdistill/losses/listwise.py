@@ -18,7 +18,7 @@ Plackett-Luce (PL) distributions over the n! rankings τ::
 Both are invariant to adding a constant to all student scores (PL is shift-invariant);
 ``pad_pd`` is 0 iff ``s_S = s_T + c``. Teacher scores are detached. Lists are assumed full
 (no masking). Source of defaults: EganGu/PAD ``scripts/simpo_trainer.py`` and
-``training_configs/gemma-2-2b-it-pd.yaml`` (β = 10); ``/work/shared/spec/methods.md`` section 4.
+``training_configs/gemma-2-2b-it-pd.yaml`` (β = 10).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ teacher output, same normalisation as L) can be added; the paper is silent, so i
 default. PLaD uses no reference model: ``ref_*`` inputs are accepted (the pairwise signature
 is shared) and ignored. The reward reported in ``reward/*`` metrics is L itself.
 
-Sources and the points we could not verify: ``/work/shared/spec/methods.md`` section 5.
+The paper's equations 3-5 could not be checked against its text; the forms here follow its
+secondary descriptions and SLiC-HF, and every unverified choice is a hyper-parameter.
 """
 
 from __future__ import annotations

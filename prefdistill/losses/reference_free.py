@@ -2,7 +2,7 @@
 
 Same call signature as :mod:`prefdistill.losses.pairwise` — (B,) **summed** response log-probs
 and (B,) response token counts — but no reference model is used (``ref_*`` are accepted and
-ignored). These losses work on the length-averaged log-likelihood (methods.md section 0)::
+ignored). These losses work on the length-averaged log-likelihood::
 
     A_θ(y|x) = S_θ(y|x) / |y|          (B,)
 

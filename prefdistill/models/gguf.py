@@ -25,8 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
-from prefdistill.utils.atomic import atomic_dir, atomic_file
 from prefdistill.models.spec import file_fingerprint
+from prefdistill.utils.atomic import atomic_dir, atomic_file
 
 log = logging.getLogger(__name__)
 

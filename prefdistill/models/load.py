@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from prefdistill.models import gguf
-from prefdistill.utils.atomic import atomic_dir
 from prefdistill.models.hub import hub_reachable
 from prefdistill.models.spec import ModelSpec
+from prefdistill.utils.atomic import atomic_dir
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,9 @@ def build_module(*, loss, **kwargs) -> PolicyModule:
     module accepts is a typo and fails.
     """
     if loss.kind not in MODULES_BY_KIND:
-        raise ValueError(f"no training module for {loss.kind!r} losses; known kinds: {sorted(MODULES_BY_KIND)}")
+        raise ValueError(
+            f"no training module for {loss.kind!r} losses; known kinds: {sorted(MODULES_BY_KIND)}"
+        )
     known = set().union(*(_accepted(c) for c in MODULES_BY_KIND.values()))
     unknown = set(kwargs) - known
     if unknown:

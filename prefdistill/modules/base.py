@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import numpy as np

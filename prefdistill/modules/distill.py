@@ -29,7 +29,9 @@ class DistillModule(PolicyModule):
     ):
         super().__init__(*args, **kw)
         if self.loss.kind != "token":
-            raise ValueError(f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}")
+            raise ValueError(
+                f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
+            )
         if "teacher" in self.loss.needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
         self.teacher_spec = teacher

@@ -31,7 +31,11 @@ class ListwiseModule(PolicyModule):
         scores = batch["scores"]  # (B, n)
         b, n = scores.shape
         logps, lengths = response_logps(
-            self.policy, batch["input_ids"], batch["attention_mask"], batch["labels"], chunk_size=self.chunk_size
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            chunk_size=self.chunk_size,
         )
         out = self.loss(logps=logps.view(b, n), lengths=lengths.view(b, n), teacher_scores=scores.float())
         loss = out.loss.mean()

@@ -80,7 +80,9 @@ class PreferenceModule(PolicyModule):
         return wanted
 
     def _concat(self, batch, sides):
-        return [torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")]
+        return [
+            torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")
+        ]
 
     def sequence_logps(self, model, batch, sides) -> tuple[torch.Tensor, torch.Tensor]:
         """(len(sides)*B,) summed response log-probs (fp32) and token counts, one forward.

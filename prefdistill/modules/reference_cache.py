@@ -77,7 +77,12 @@ class ReferenceCache:
 
     def save(self, key: str, index: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Path:
         path = self.path(key)
-        data = {"key": key, "index": index.cpu(), "chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}
+        data = {
+            "key": key,
+            "index": index.cpu(),
+            "chosen": chosen.float().cpu(),
+            "rejected": rejected.float().cpu(),
+        }
         with atomic_file(path) as tmp:
             torch.save(data, tmp)
         return path

@@ -12,6 +12,7 @@ snapshot, as in the paper.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -99,12 +100,16 @@ def prepare_plad_data(
     """Run (or reuse) the PLaD chain; returns :class:`Prepared` with ``path`` = ``pairs.jsonl``.
 
     ``sampling`` (default: T=1, 128 new tokens, one sample) is the student's, ``teacher_sampling``
-    (default: the same) the teacher's; sample ``j`` of the teacher is paired with sample ``j`` of
+    (default: the same settings, seed + 1) the teacher's; sample ``j`` of the teacher is paired with sample ``j`` of
     the student. ``real_ratio`` of the pairs are re-ordered by ``scorer`` (``"teacher_likelihood"``,
     ``"reward_model:<hf id>"`` or a callable ``(prompts, responses) -> scores``).
     """
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
-    teacher_sampling = teacher_sampling or sampling
+    if teacher_sampling is None:
+        # The same settings on an independent random stream: the two draws must not be coupled
+        # (with one seed, a teacher that shares the student's checkpoint would repeat its samples).
+        teacher_seed = None if sampling.seed is None else sampling.seed + 1
+        teacher_sampling = dataclasses.replace(sampling, seed=teacher_seed)
     stages: list[StageResult] = []
     teacher, sft_t = finetuned("teacher", teacher, sft_teacher, cache_dir)
     student, sft_s = finetuned("student", student, sft_student, cache_dir)

@@ -37,7 +37,9 @@ def sft_finetune(
     """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``)."""
     L.seed_everything(seed, workers=True)
     tokenizer = load_tokenizer(spec)
-    datamodule = PreferenceDataModule(**{**data, "record_type": "sft", "batch_size": batch_size, "seed": seed})
+    datamodule = PreferenceDataModule(
+        **{**data, "record_type": "sft", "batch_size": batch_size, "seed": seed}
+    )
     datamodule.connect(tokenizer)
     module = PreferenceModule(policy=spec, loss=get_loss("sft"), optimizer=partial(torch.optim.AdamW, lr=lr))
     trainer = L.Trainer(
@@ -55,7 +57,9 @@ def sft_finetune(
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def sft_step(*, data: dict, max_steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0) -> SFTStep:
+def sft_step(
+    *, data: dict, max_steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0
+) -> SFTStep:
     """An :class:`SFTStep` for the pipeline; its recipe is the cache key of the fine-tuned model."""
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)

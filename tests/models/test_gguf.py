@@ -17,9 +17,9 @@ import torch
 
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models import gguf as gguf_mod
-from prefdistill.utils.atomic import atomic_dir
 from prefdistill.models.hub import hub_reachable, offline_mode
 from prefdistill.models.spec import file_fingerprint
+from prefdistill.utils.atomic import atomic_dir
 
 GGUF_NAME = "Fake-1M.Q4_1.gguf"
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,10 +24,17 @@ TEACHER = dataclasses.replace(TINY, seed=1)  # configs/teacher/tiny.yaml: same m
 
 def _batches(name: str):
     kind = REGISTRY[name].kind
-    shipped = {"listwise": "demo_lists"}.get(kind, "demo_scored" if "scores" in get_loss(name).needs else "demo")
+    shipped = {"listwise": "demo_lists"}.get(
+        kind, "demo_scored" if "scores" in get_loss(name).needs else "demo"
+    )
     dm = PreferenceDataModule(
-        source="shipped", name=shipped, record_type="listwise" if kind == "listwise" else "pairwise",
-        max_samples=2, batch_size=2, max_length=160, max_prompt_length=96,
+        source="shipped",
+        name=shipped,
+        record_type="listwise" if kind == "listwise" else "pairwise",
+        max_samples=2,
+        batch_size=2,
+        max_length=160,
+        max_prompt_length=96,
     )
     dm.connect(load_tokenizer(TINY))
     dm.setup("fit")
@@ -48,7 +55,9 @@ def _grads(module, batches, scale):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_gradient_accumulation_matches_a_larger_batch(name):
     torch.manual_seed(0)
-    module = build_module(loss=get_loss(name), policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.1))
+    module = build_module(
+        loss=get_loss(name), policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.1)
+    )
     module.configure_model()
     full, halves = _batches(name)
     assert len(halves) == 2
@@ -56,7 +65,9 @@ def test_gradient_accumulation_matches_a_larger_batch(name):
     accumulated = _grads(module, halves, 0.5)  # Lightning scales each micro-batch by 1/accumulate
     assert one_batch.keys() == accumulated.keys() and one_batch
     for key in one_batch:
-        torch.testing.assert_close(accumulated[key], one_batch[key], rtol=1e-4, atol=1e-6, msg=f"{name}: {key}")
+        torch.testing.assert_close(
+            accumulated[key], one_batch[key], rtol=1e-4, atol=1e-6, msg=f"{name}: {key}"
+        )
 
 
 def test_same_seed_same_trajectory(tiny_cfg):
@@ -69,7 +80,9 @@ def test_same_seed_same_trajectory(tiny_cfg):
 
 
 def test_non_finite_loss_is_skipped_counted_and_fatal_in_a_row():
-    module = build_module(loss=get_loss("simpo"), policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), max_bad_steps=3)
+    module = build_module(
+        loss=get_loss("simpo"), policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), max_bad_steps=3
+    )
     finite = torch.tensor(1.0)
     assert module.guard_finite(finite, torch.tensor([0])) is finite
     assert module.guard_finite(torch.tensor(float("nan")), torch.tensor([4, 7])) is None

@@ -25,7 +25,9 @@ PAIRWISE = sorted(n for n, e in REGISTRY.items() if e.kind == "pairwise")
 
 @pytest.fixture(scope="module")
 def batch():
-    dm = PreferenceDataModule(source="shipped", max_samples=4, batch_size=4, max_length=96, max_prompt_length=64)
+    dm = PreferenceDataModule(
+        source="shipped", max_samples=4, batch_size=4, max_length=96, max_prompt_length=64
+    )
     dm.connect(load_tokenizer(TINY))
     dm.setup("fit")
     return next(iter(dm.train_dataloader()))
@@ -95,7 +97,9 @@ def test_sft_forwards_only_the_chosen_side(batch, monkeypatch):
     module = _module(TINY, get_loss("sft"))
     seen = []
     original = module.sequence_logps
-    monkeypatch.setattr(module, "sequence_logps", lambda m, b, sides: seen.append(sides) or original(m, b, sides))
+    monkeypatch.setattr(
+        module, "sequence_logps", lambda m, b, sides: seen.append(sides) or original(m, b, sides)
+    )
     module.compute(batch)
     assert seen == [("chosen",)]
 
@@ -111,7 +115,9 @@ def test_build_module_picks_the_module_by_loss_kind():
 
     opt = partial(torch.optim.SGD, lr=0.1)
     assert type(build_module(loss=get_loss("dpo"), policy=TINY, optimizer=opt)) is PreferenceModule
-    assert type(build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt, teacher=TINY)) is DistillModule
+    assert (
+        type(build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt, teacher=TINY)) is DistillModule
+    )
     assert type(build_module(loss=get_loss("pad_pd"), policy=TINY, optimizer=opt)) is ListwiseModule
     with pytest.raises(ValueError, match="needs a teacher"):
         build_module(loss=get_loss("kd_fkl"), policy=TINY, optimizer=opt)
