@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from prefdistill.data.records import Prompt
 
@@ -70,17 +70,30 @@ class Completion:
     token_ids: list[int] = field(default_factory=list, repr=False)  # generated ids, eos excluded
 
 
-class Generator(Protocol):
+class Generator:
+    """What every backend offers. Backends implement ``generate_completions``; ``generate`` is
+    its text-only view. ``keys`` name the prompts for seeding (default: their positions), so a
+    prompt's samples do not depend on its batch or on a resumed run."""
+
     model: Any
     tokenizer: Any
 
     def generate(
         self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
-    ) -> list[list[str]]: ...
+    ) -> list[list[str]]:
+        return [[c.text for c in row] for row in self.generate_completions(prompts, params, keys)]
 
     def generate_completions(
         self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
-    ) -> list[list[Completion]]: ...
+    ) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def prompt_keys(prompts: Sequence[Prompt], keys: Sequence[Any] | None) -> list[Any]:
+        keys = list(range(len(prompts))) if keys is None else list(keys)
+        if len(keys) != len(prompts):
+            raise ValueError(f"got {len(keys)} keys for {len(prompts)} prompts")
+        return keys
 
 
 def sample_seed(seed: int | None, key: Any, sample: int) -> int | None:

@@ -26,14 +26,14 @@ from tqdm.auto import tqdm
 
 from prefdistill.data.records import Prompt
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.generation.base import Completion, SamplingParams, cut_at_stop, sample_seed
+from prefdistill.generation.base import Completion, Generator, SamplingParams, cut_at_stop, sample_seed
 from prefdistill.models import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 MIN_SHARED_PREFIX = 4  # shorter shared prefixes are not worth a separate forward
 
 
-class HFGenerator:
+class HFGenerator(Generator):
     """``build_generator(spec, backend="hf")``; ``model``/``tokenizer`` may be passed in to reuse them."""
 
     def __init__(
@@ -63,18 +63,11 @@ class HFGenerator:
         """Prompt ids exactly as training encodes them (template, generation prompt, one BOS)."""
         return self.encoder.encode(prompt, [])[0]
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
-    ) -> list[list[str]]:
-        return [[c.text for c in row] for row in self.generate_completions(prompts, params, keys)]
-
     def generate_completions(
         self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
     ) -> list[list[Completion]]:
         """``n`` completions per prompt, in input order; ``keys`` name prompts for seeding."""
-        keys = list(range(len(prompts))) if keys is None else list(keys)
-        if len(keys) != len(prompts):
-            raise ValueError(f"got {len(keys)} keys for {len(prompts)} prompts")
+        keys = self.prompt_keys(prompts, keys)
         ids = [self.encode(p) for p in prompts]
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         rows.sort(key=lambda r: -len(ids[r[0]]))  # longest first: the memory peak shows up at once

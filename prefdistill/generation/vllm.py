@@ -17,7 +17,7 @@ from typing import Any
 
 from prefdistill.data.records import Prompt
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.generation.base import Completion, SamplingParams, cut_at_stop, sample_seed
+from prefdistill.generation.base import Completion, Generator, SamplingParams, cut_at_stop, sample_seed
 from prefdistill.models import load_tokenizer
 
 INSTALL_HINT = "pip install 'prefdistill[vllm]'"
@@ -38,7 +38,7 @@ def import_vllm():
     return vllm
 
 
-class VLLMGenerator:
+class VLLMGenerator(Generator):
     """``build_generator(spec, backend="vllm")``. ``batch_size`` is ignored: vLLM schedules itself."""
 
     def __init__(
@@ -88,15 +88,10 @@ class VLLMGenerator:
             skip_special_tokens=True,
         )
 
-    def generate(
-        self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
-    ) -> list[list[str]]:
-        return [[c.text for c in row] for row in self.generate_completions(prompts, params, keys)]
-
     def generate_completions(
         self, prompts: Sequence[Prompt], params: SamplingParams, keys: Sequence[Any] | None = None
     ) -> list[list[Completion]]:
-        keys = list(range(len(prompts))) if keys is None else list(keys)
+        keys = self.prompt_keys(prompts, keys)
         requests = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         per_request = [self._params(params, sample_seed(params.seed, k, 0)) for k in keys]
         outputs = self.model.generate(requests, per_request, use_tqdm=self.progress)
