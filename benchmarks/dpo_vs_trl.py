@@ -13,7 +13,7 @@ Configurations (per model and data shape):
 * ``trl_fast``  TRL at its fastest: ``precompute_ref_log_probs=True``, no gradient checkpointing;
 * ``trl_lean``  TRL at its leanest: ``precompute_ref_log_probs=True`` + gradient checkpointing;
 * ``ours_fast`` reference-log-prob cache + shared-prompt packed forward + chunked log-probs;
-* ``ours_lean`` the same + gradient checkpointing;
+* ``ours_lean`` the same + gradient checkpointing + lm_head chunks of 256 rows (``--lean-chunk-size``);
 * ``ours_simpo`` ours_fast with SimPO (reference-free), for the "DPO with the cache costs no more than
   SimPO" check.
 
@@ -119,6 +119,7 @@ def run_ours(cfg: dict, pairs: list[dict], workdir: Path) -> dict:
         scheduler=None,
         reference_cache=str(workdir / "refcache") if loss.name == "dpo" else None,
         forward="shared_prompt",
+        chunk_size=cfg.get("chunk_size", 1024),
     )
     timer = _LightningTimer()
     trainer = L.Trainer(
@@ -339,6 +340,9 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch", type=int, default=2, help="pairs per optimizer step (both sides)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--lean-chunk-size", type=int, default=256, help="ours_lean: lm_head rows per log-prob chunk"
+    )
     ap.add_argument("--shapes", default="tldr,uf")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--timeout", type=float, default=1800)
@@ -365,6 +369,7 @@ def main(argv=None) -> None:
                     cfg = {
                         "name": name, "model": model, "shape": shape, "quick": args.quick, "batch": args.batch,
                         "warmup": args.warmup, "steps": steps, "threads": args.threads, "lean": name.endswith("lean"),
+                        "chunk_size": args.lean_chunk_size if name == "ours_lean" else 1024,
                         "precompute": True, "loss": "simpo" if name == "ours_simpo" else "dpo", "repeat": rep,
                     }  # fmt: skip
                     r = run_child(cfg, args.timeout)
