@@ -183,7 +183,7 @@ class PreferenceDataModule(LightningDataModule):
         fn = collate_lists if self.record_type == "listwise" else collate_pairs
         return partial(fn, pad_token_id=self.pad_token_id)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"split {split!r} is not set up; call setup() first")
         sampler = None
@@ -194,10 +194,11 @@ class PreferenceDataModule(LightningDataModule):
                     self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size
                 )
                 self._resume_state = None
-            self._train_sampler = sampler
+        if batch_size is None:
+            batch_size = self.batch_size if split == "train" else self.eval_batch_size
         return DataLoader(
             self.datasets[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
@@ -205,9 +206,7 @@ class PreferenceDataModule(LightningDataModule):
 
     def loader(self, split: str) -> DataLoader:
         """An unshuffled loader over ``split`` at the eval batch size (no-grad reference/scoring passes)."""
-        if split not in self.datasets:
-            raise RuntimeError(f"split {split!r} is not set up; call setup() first")
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, collate_fn=self._collate())
+        return self._loader(split, shuffle=False, batch_size=self.eval_batch_size)
 
     # -- resume mid-epoch: Lightning stores this in every checkpoint --------------------
     def state_dict(self) -> dict:

@@ -69,13 +69,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     newest = max(found, key=lambda p: p.stat().st_mtime_ns)
     if newest.name.startswith("hpc_ckpt_"):
         # Under SLURM, Lightning's validate()/test() with ckpt_path=None silently load any
-        # hpc_ckpt_* in the run folder; move the ones consumed here out of its sight.
+        # hpc_ckpt_* in the run folder; move them all out of its sight, resume from the newest.
         (out / "checkpoints").mkdir(exist_ok=True)
-        target = out / "checkpoints" / f"preempted-{newest.stem}.ckpt"
-        os.replace(newest, target)
-        for older in out.glob("hpc_ckpt_*.ckpt"):
-            os.replace(older, out / "checkpoints" / f"preempted-{older.stem}.ckpt")
-        newest = target
+        for hpc in [p for p in found if p.name.startswith("hpc_ckpt_")]:
+            moved = out / "checkpoints" / f"preempted-{hpc.stem}.ckpt"
+            os.replace(hpc, moved)
+            newest = moved if hpc == newest else newest
     log.info("resuming from %s", newest)
     return str(newest)
 
