@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,35 +26,24 @@ def _env(tmp_path):
     return {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache")}
 
 
-def _multiruns(tmp_path):
-    return sorted((tmp_path / "logs").glob("*/multiruns/*"))
+def _run_sweep(tmp_path, script: str, *overrides: str) -> Path:
+    """Run sweeps/<script> with tiny-model overrides; return its (single) multirun folder."""
+    proc = subprocess.run(["bash", str(SWEEPS / script), *overrides, *TINY], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (sweep,) = sorted((tmp_path / "logs").glob("*/multiruns/*"))
+    return sweep
 
 
 def test_grid_sweep_runs_a_job_per_value(tmp_path):
     script = (SWEEPS / "dpo_beta_grid.sh").read_text()
     assert "python train.py -m" in script
-    proc = subprocess.run(
-        ["bash", str(SWEEPS / "dpo_beta_grid.sh"), *TINY],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (sweep,) = _multiruns(tmp_path)
+    sweep = _run_sweep(tmp_path, "dpo_beta_grid.sh")
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
 
 
 def test_optuna_sweep_two_trials_returns_best(tmp_path):
-    proc = subprocess.run(
-        ["bash", str(SWEEPS / "dpo_optuna.sh"), "hydra.sweeper.n_trials=2", *TINY],
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (sweep,) = _multiruns(tmp_path)
+    sweep = _run_sweep(tmp_path, "dpo_optuna.sh", "hydra.sweeper.n_trials=2")
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"method.beta", "module.optimizer.lr"}
     assert 0.0 <= result["best_value"] <= 1.0

@@ -111,43 +111,31 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
     assert len(groups) == 1
 
 
+PIPELINE_TINY = ["teacher=tiny", "pipeline.prepare.sampling.max_new_tokens=8", "data.max_samples=12",
+                 "trainer.max_steps=1", "save_model=false"]  # fmt: skip
+
+
+def _pipeline_logs_of_two_runs(tiny_cfg, caplog, overrides) -> tuple[list[str], list[str]]:
+    """The `pipeline:` log lines of a first run and of the same run repeated."""
+    caplog.set_level("INFO", logger="prefdistill")
+    logs = []
+    for _ in range(2):
+        caplog.clear()
+        train(tiny_cfg(*overrides))
+        logs.append([r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")])
+    return logs[0], logs[1]
+
+
 @pytest.mark.parametrize("method", ["plad", "pad"])
 def test_pipeline_stages_run_once_then_are_reused(method, tiny_cfg, caplog):
-    overrides = [
-        f"method={method}",
-        "teacher=tiny",
-        "pipeline.prepare.sampling.max_new_tokens=8",
-        "data.max_samples=12",
-        "trainer.max_steps=1",
-        "save_model=false",
-    ]
-    caplog.set_level("INFO", logger="prefdistill")
-    train(tiny_cfg(*overrides))
-    first = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
-    caplog.clear()
-    train(tiny_cfg(*overrides))
-    second = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:")]
+    first, second = _pipeline_logs_of_two_runs(tiny_cfg, caplog, [f"method={method}", *PIPELINE_TINY])
     assert first and second
     assert "ran" in first[0] and "ran" not in second[0], (first, second)
 
 
 def test_pipeline_fine_tunes_student_and_teacher_when_configured(tiny_cfg, caplog):
-    overrides = [
-        "method=plad",
-        "teacher=tiny",
-        "pipeline.prepare.sampling.max_new_tokens=8",
-        "data.max_samples=12",
-        "trainer.max_steps=1",
-        "save_model=false",
-        "pipeline.prepare.sft_student=${pipeline.sft}",
-        "pipeline.prepare.sft_teacher=${pipeline.sft}",
-        "pipeline.sft.max_steps=2",
-    ]
-    caplog.set_level("INFO", logger="prefdistill")
-    train(tiny_cfg(*overrides))
-    first = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:"))
-    assert "sft" in first.lower(), first
-    caplog.clear()
-    train(tiny_cfg(*overrides))
-    second = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("pipeline:"))
-    assert "ran" not in second, second
+    overrides = ["method=plad", *PIPELINE_TINY, "pipeline.prepare.sft_student=${pipeline.sft}",
+                 "pipeline.prepare.sft_teacher=${pipeline.sft}", "pipeline.sft.max_steps=2"]  # fmt: skip
+    first, second = _pipeline_logs_of_two_runs(tiny_cfg, caplog, overrides)
+    assert "sft" in first[0].lower(), first
+    assert "ran" not in second[0], second

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -48,39 +54,6 @@ def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_nam
     return cfg
 
 
-class KillAtStep:
-    """Lightning callback for tests: SIGKILL this process right after optimizer step ``step``."""
-
-    def __new__(cls, step: int):
-        import os
-        import signal
-
-        from lightning.pytorch.callbacks import Callback
-
-        class _Kill(Callback):
-            def on_train_batch_end(self, trainer, *args):
-                if trainer.global_step == step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        return _Kill()
-
-
-class RecordBatches:
-    """Lightning callback for tests: append (global_step, dataset rows) of every train batch to ``path``."""
-
-    def __new__(cls, path: str):
-        import json
-
-        from lightning.pytorch.callbacks import Callback
-
-        class _Record(Callback):
-            def on_train_batch_start(self, trainer, module, batch, batch_idx):
-                with open(path, "a") as f:
-                    f.write(json.dumps([trainer.global_step, batch["index"].tolist()]) + "\n")
-
-        return _Record()
-
-
 def method_loss(name: str, tmp_path: Path | None = None):
     """The Loss that `method=<name>` builds (method files may compose others through defaults)."""
     import tempfile
@@ -91,20 +64,53 @@ def method_loss(name: str, tmp_path: Path | None = None):
     return instantiate(cfg.method)
 
 
-class PreemptAtStep:
-    """Lightning callback for tests: act like SLURM preempting the job after step ``step``:
-    SIGUSR1 (Lightning saves an HPC checkpoint and requeues), then SIGKILL."""
+def perturb_lora(model) -> None:
+    """LoRA B starts at zero (adapter = identity); give it seeded weights so the adapter matters."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
-    def __new__(cls, step: int):
-        import os
-        import signal
 
-        from lightning.pytorch.callbacks import Callback
+def offline_private_cache(monkeypatch, tmp_path):
+    """One thread, no hub, and a cache folder of the test's own. A conftest makes it a fixture:
+    ``_offline = pytest.fixture(autouse=True)(offline_private_cache)``."""
+    torch.set_num_threads(1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PREFDISTILL_CACHE", str(tmp_path / "pd_cache"))
 
-        class _Preempt(Callback):
-            def on_train_batch_end(self, trainer, *args):
-                if trainer.global_step == step:
-                    os.kill(os.getpid(), signal.SIGUSR1)
-                    os.kill(os.getpid(), signal.SIGKILL)
 
-        return _Preempt()
+# -- Lightning callbacks the subprocess tests inject with +callbacks.<name>._target_=train_helpers.<Class>
+
+
+class KillAtStep(Callback):
+    """SIGKILL this process right after optimizer step ``step`` (after ``signals``, if any)."""
+
+    signals: tuple[int, ...] = ()
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            for sig in (*self.signals, signal.SIGKILL):
+                os.kill(os.getpid(), sig)
+
+
+class PreemptAtStep(KillAtStep):
+    """Act like SLURM preempting the job: SIGUSR1 (Lightning saves an HPC checkpoint and
+    requeues), then SIGKILL."""
+
+    signals = (signal.SIGUSR1,)
+
+
+class RecordBatches(Callback):
+    """Append (global_step, dataset rows) of every train batch to ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        with open(self.path, "a") as f:
+            f.write(json.dumps([trainer.global_step, batch["index"].tolist()]) + "\n")

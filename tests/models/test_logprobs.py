@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
+from train_helpers import perturb_lora
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from prefdistill.models import load_model, response_logps, response_token_logps
@@ -19,14 +20,6 @@ from prefdistill.models.logprobs import (
 )
 
 V = 624
-
-
-def _perturb_lora(model) -> None:
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def _batch(n: int = 3, t: int = 14, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -46,7 +39,7 @@ def _batch(n: int = 3, t: int = 14, seed: int = 0) -> tuple[torch.Tensor, torch.
 @pytest.fixture
 def lora_model(tiny_lora_spec):
     model = load_model(dataclasses.replace(tiny_lora_spec, lora={**tiny_lora_spec.lora, "dropout": 0.0}))
-    _perturb_lora(model)
+    perturb_lora(model)
     return model.eval()
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import torch
 from peft import PeftModel
+from train_helpers import perturb_lora
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prefdistill.models import load_model, load_tokenizer, merge_and_save
@@ -17,15 +18,6 @@ def _batch(vocab: int, n: int = 2, t: int = 12) -> dict:
         "input_ids": torch.randint(0, vocab, (n, t), generator=g),
         "attention_mask": torch.ones(n, t, dtype=torch.long),
     }
-
-
-def _perturb_lora(model) -> None:
-    """LoRA B starts at zero (adapter = identity); give it weights so the adapter matters."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
 
 
 def test_tiny_loads_offline_with_matching_vocab(tiny_spec):
@@ -78,7 +70,7 @@ def test_gradient_checkpointing_with_lora_backprops(tiny_lora_spec):
 
 def test_merge_and_save_round_trip(tiny_lora_spec, tmp_path):
     model, tok = load_model(tiny_lora_spec), load_tokenizer(tiny_lora_spec)
-    _perturb_lora(model)
+    perturb_lora(model)
     model.eval()
     batch = _batch(len(tok))
     with torch.no_grad():

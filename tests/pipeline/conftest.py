@@ -7,17 +7,13 @@ from pathlib import Path
 
 import hydra
 import pytest
-import torch
 from omegaconf import OmegaConf
+from train_helpers import offline_private_cache
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    torch.set_num_threads(1)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PREFDISTILL_CACHE", str(tmp_path / "pd_cache"))
+_offline = pytest.fixture(autouse=True)(offline_private_cache)  # every test here
 
 
 @pytest.fixture
