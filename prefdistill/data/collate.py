@@ -32,7 +32,7 @@ import torch
 IGNORE_INDEX = -100
 
 
-def _pad(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, length: int):
+def pad_rows(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, length: int):
     """Stack ``prompt + response`` rows to (N, length): input ids, attention mask, labels."""
     n = len(prompts)
     input_ids = torch.full((n, length), pad_token_id, dtype=torch.long)
@@ -55,7 +55,7 @@ def collate_pairs(examples: list[dict], pad_token_id: int) -> dict[str, torch.Te
     length = max(len(ex["prompt_ids"]) + len(ex[f"{side}_ids"]) for ex in examples for side in sides)
     batch: dict[str, torch.Tensor] = {}
     for side in sides:
-        ids, mask, labels = _pad(prompts, [ex[f"{side}_ids"] for ex in examples], pad_token_id, length)
+        ids, mask, labels = pad_rows(prompts, [ex[f"{side}_ids"] for ex in examples], pad_token_id, length)
         batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], batch[f"{side}_labels"] = (
             ids,
             mask,
@@ -87,7 +87,7 @@ def collate_lists(examples: list[dict], pad_token_id: int) -> dict:
     prompts = [ex["prompt_ids"] for ex in examples for _ in range(n)]
     responses = [r for ex in examples for r in ex["response_ids"]]
     length = max(len(p) + len(r) for p, r in zip(prompts, responses))
-    input_ids, attention_mask, labels = _pad(prompts, responses, pad_token_id, length)
+    input_ids, attention_mask, labels = pad_rows(prompts, responses, pad_token_id, length)
     return {
         "input_ids": input_ids,  # (B*n, T)
         "attention_mask": attention_mask,

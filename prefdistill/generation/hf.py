@@ -90,6 +90,15 @@ class HFGenerator(Generator):
         )  # fmt: skip
         return out
 
+    def complete_ids(
+        self, prompt_ids: Sequence[list[int]], seeds: Sequence[int | None], params: SamplingParams
+    ) -> list[Completion]:
+        """One completion per already-encoded prompt (e.g. rollouts during training), in input order."""
+        out: list[Completion] = []
+        for b in range(0, len(prompt_ids), self.batch_size):
+            out += self._generate_batch(list(prompt_ids[b : b + self.batch_size]), list(seeds[b : b + self.batch_size]), params)
+        return out
+
     # --- one batch ---------------------------------------------------------------------------
     def _left_pad(self, prompt_ids: list[list[int]]) -> tuple[Tensor, Tensor]:
         width = max(len(p) for p in prompt_ids)

@@ -4,7 +4,7 @@ Importing this package registers every loss family module listed below.
 """
 
 # Family modules register on import. Keep this list in sync with the files.
-from prefdistill.losses import divergence, listwise, pairwise, plad, reference_free  # noqa: F401,E402
+from prefdistill.losses import divergence, listwise, minillm, pairwise, plad, reference_free  # noqa: F401,E402
 from prefdistill.losses.registry import (
     KNOWN_NEEDS,
     REGISTRY,

@@ -27,6 +27,7 @@ KNOWN_NEEDS = frozenset(
         "teacher",  # teacher token logits / log-probs (token-level distillation)
         "scores",  # per-response scores (listwise / margin losses)
         "token_logps",  # (B, T) per-token log-probs rather than (B,) sums
+        "policy_samples",  # responses sampled from the policy during training (on-policy)
     }
 )
 

@@ -52,11 +52,17 @@ def cache_key(examples: list[dict], reference_identity: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-class ReferenceCache:
-    """Folder of ``<key>.pt`` files: {"key", "index" (N,), "chosen" (N,), "rejected" (N,)} in fp32."""
+class TensorCache:
+    """Folder of ``<key>.pt`` files, each a dict of CPU tensors plus its ``key``; written atomically.
 
-    def __init__(self, root: str | os.PathLike):
+    ``load`` returns None for a missing, unreadable, foreign or incomplete file (it is then
+    recomputed), so a half-written cache is never used.
+    """
+
+    def __init__(self, root: str | os.PathLike, fields: tuple[str, ...], what: str = "tensor"):
         self.root = Path(root)
+        self.fields = fields
+        self.what = what
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
@@ -68,24 +74,32 @@ class ReferenceCache:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # truncated or foreign file: recompute, never trust it
-            log.warning("ignoring unreadable reference cache %s (%s)", path, err)
+            log.warning("ignoring unreadable %s cache %s (%s)", self.what, path, err)
             return None
-        if data.get("key") != key or not {"index", "chosen", "rejected"} <= set(data):
-            log.warning("ignoring reference cache %s: key or fields do not match", path)
+        if data.get("key") != key or not set(self.fields) <= set(data):
+            log.warning("ignoring %s cache %s: key or fields do not match", self.what, path)
             return None
         return data
 
-    def save(self, key: str, index: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Path:
+    def save(self, key: str, **tensors: torch.Tensor) -> Path:
+        missing = set(self.fields) - set(tensors)
+        if missing:
+            raise ValueError(f"{self.what} cache entry lacks {sorted(missing)}")
         path = self.path(key)
-        data = {
-            "key": key,
-            "index": index.cpu(),
-            "chosen": chosen.float().cpu(),
-            "rejected": rejected.float().cpu(),
-        }
+        data = {"key": key, **{name: t.detach().cpu() for name, t in tensors.items()}}
         with atomic_file(path) as tmp:
             torch.save(data, tmp)
         return path
+
+
+class ReferenceCache(TensorCache):
+    """``<key>.pt`` = {"key", "index" (N,), "chosen" (N,), "rejected" (N,)} in fp32."""
+
+    def __init__(self, root: str | os.PathLike):
+        super().__init__(root, ("index", "chosen", "rejected"), what="reference")
+
+    def save(self, key: str, index: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> Path:
+        return super().save(key, index=index, chosen=chosen.float(), rejected=rejected.float())
 
 
 def lookup_table(data: dict[str, torch.Tensor]) -> torch.Tensor:

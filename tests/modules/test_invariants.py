@@ -16,6 +16,7 @@ from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import REGISTRY, get_loss
 from prefdistill.models import load_tokenizer
 from prefdistill.modules import build_module
+from prefdistill.modules.on_policy import OnPolicy
 from prefdistill.train import train
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
@@ -55,11 +56,18 @@ def _grads(module, batches, scale):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_gradient_accumulation_matches_a_larger_batch(name):
     torch.manual_seed(0)
+    loss = get_loss(name)
+    rollouts = "policy_samples" in loss.needs
+    on_policy = OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6) if rollouts else None
+    extra = {"on_policy": on_policy} if rollouts else {}
     module = build_module(
-        loss=get_loss(name), policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.1)
+        loss=loss, policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.1), **extra
     )
     module.configure_model()
     full, halves = _batches(name)
+    if rollouts:  # the loss trains on rollouts: one rollout of the full batch, split in two
+        full = module.maybe_rollout(full)
+        halves = [{k: v[i : i + 1] if torch.is_tensor(v) else v for k, v in full.items()} for i in range(2)]
     assert len(halves) == 2
     one_batch = _grads(module, [full], 1.0)
     accumulated = _grads(module, halves, 0.5)  # Lightning scales each micro-batch by 1/accumulate

@@ -1,0 +1,183 @@
+"""DistillModule: the top-k teacher cache, on-policy rollouts (GKD), teacher-mixed rollouts (MiniLLM)."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS
+
+from prefdistill.data import PreferenceDataModule
+from prefdistill.generation import SamplingParams
+from prefdistill.generation.hf import HFGenerator
+from prefdistill.generation.mixture import MixtureGenerator
+from prefdistill.losses import get_loss
+from prefdistill.models import load_model, load_tokenizer
+from prefdistill.modules import DistillModule, build_module
+from prefdistill.modules.on_policy import OnPolicy, split_prompts
+from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable
+
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+TEACHER = dataclasses.replace(TINY, seed=1)
+
+
+def _datamodule(n=8, batch_size=4):
+    dm = PreferenceDataModule(
+        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
+        max_length=96, max_prompt_length=64, val_fraction=0.0,
+    )  # fmt: skip
+    dm.connect(load_tokenizer(TINY))
+    dm.setup("fit")
+    return dm
+
+
+def _module(loss="kd_fkl", **kw) -> DistillModule:
+    module = build_module(
+        loss=get_loss(loss), policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
+    )
+    module.configure_model()
+    return module
+
+
+def _fit(module, dm, steps=2):
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+# ------------------------------------------------------------------ teacher top-k cache
+def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(tmp_path, monkeypatch, caplog):
+    dm = _datamodule()
+    first = _module(teacher_cache=str(tmp_path), teacher_topk=8)
+    assert first.teacher is None  # never held during training
+    _fit(first, dm)
+    files = list(tmp_path.glob("*.pt"))
+    assert len(files) == 1
+    second = _module(teacher_cache=str(tmp_path), teacher_topk=8)
+    monkeypatch.setattr(DistillModule, "_load_teacher", lambda self: pytest.fail("teacher loaded"))
+    with caplog.at_level("INFO", logger="prefdistill.modules.distill"):
+        _fit(second, dm)
+    assert "reused" in caplog.text
+    monkeypatch.undo()
+    _fit(_module(teacher_cache=str(tmp_path), teacher_topk=4), dm)  # another k: another key
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_full_vocabulary_topk_cache_gives_the_online_loss(tmp_path):
+    dm = _datamodule(n=4, batch_size=4)
+    vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
+    cached = _module(teacher_cache=str(tmp_path), teacher_topk=vocab)
+    _fit(cached, dm, steps=1)  # writes the cache (lr applies to the policy only)
+    data = TeacherCache(tmp_path).load(next(tmp_path.glob("*.pt")).stem)
+    batch = next(iter(dm.loader("train")))
+    online = _module()
+    online.policy.load_state_dict(cached.policy.state_dict())
+    labels = batch["chosen_labels"][:, 1:]
+    mask = labels != -100
+    student = online._student_logits(batch)
+    with torch.no_grad():
+        teacher = online.teacher(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"])
+    loss = get_loss("kd_fkl")
+    expected = loss(student_logits=student, mask=mask, labels=labels, teacher_logits=teacher.logits[:, :-1])
+    got = loss(student_logits=student, mask=mask, labels=labels, **TeacherTable(data).batch(batch["index"], mask))
+    torch.testing.assert_close(got.loss, expected.loss, atol=1e-4, rtol=1e-4)
+
+
+def test_teacher_cache_refuses_on_policy_and_mismatched_rows(tmp_path):
+    with pytest.raises(ValueError, match="online teacher"):
+        _module(teacher_cache=str(tmp_path), on_policy=OnPolicy(fraction=0.5))
+    table = TeacherTable(
+        {"index": torch.tensor([0]), "offsets": torch.tensor([0, 2]), "logps": torch.zeros(2, 3), "ids": torch.zeros(2, 3)}
+    )
+    with pytest.raises(ValueError, match="row 0 holds 2 response tokens but the batch has 3"):
+        table.batch(torch.tensor([0]), torch.tensor([[True, True, True]]))
+    with pytest.raises(KeyError, match="row 5"):
+        table.batch(torch.tensor([5]), torch.tensor([[True, True]]))
+
+
+# ------------------------------------------------------------------ on-policy rollouts
+def test_rollout_keeps_prompts_and_rows_and_is_independent_of_batch_mates():
+    module = _module(on_policy=OnPolicy(fraction=1.0, max_new_tokens=6))
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    torch.manual_seed(0)
+    rollout = module.maybe_rollout(batch)
+    assert rollout["rollout"] and torch.equal(rollout["index"], batch["index"])
+    assert split_prompts(rollout) == split_prompts(batch)
+    response_tokens = (rollout["chosen_labels"] != -100).sum(-1)
+    assert ((response_tokens >= 1) & (response_tokens <= 7)).all()  # <= max_new_tokens + eos
+    torch.manual_seed(0)
+    again = module.maybe_rollout(batch)
+    assert torch.equal(again["chosen_input_ids"], rollout["chosen_input_ids"])
+    torch.manual_seed(0)
+    alone = module.maybe_rollout({k: v[:1] if torch.is_tensor(v) else v for k, v in batch.items()})
+    n = int(alone["chosen_attention_mask"][0].sum())
+    assert torch.equal(alone["chosen_input_ids"][0, :n], rollout["chosen_input_ids"][0, :n])
+
+
+def test_on_policy_fraction_zero_and_one():
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    never = _module(on_policy=OnPolicy(fraction=0.0))
+    assert never.maybe_rollout(batch) is batch
+    always = _module(on_policy=OnPolicy(fraction=1.0, max_new_tokens=4))
+    assert all(always.maybe_rollout(batch).get("rollout") for _ in range(3))
+
+
+def test_mixture_sampling_endpoints_equal_each_models_own_samples():
+    tok = load_tokenizer(TINY)
+    policy, teacher = load_model(TINY), load_model(TEACHER)
+    prompts = [tok("hello there")["input_ids"], tok("a longer prompt for the test")["input_ids"]]
+    params, seeds = SamplingParams(temperature=1.0, max_new_tokens=8), [11, 12]
+
+    def tokens(gen):
+        return [c.token_ids for c in gen.complete_ids(prompts, seeds, params)]
+
+    own_policy = tokens(HFGenerator(TINY, model=policy, tokenizer=tok, progress=False))
+    own_teacher = tokens(HFGenerator(TEACHER, model=teacher, tokenizer=tok, progress=False))
+    assert own_policy != own_teacher
+    mixed = partial(MixtureGenerator, TINY, model=policy, tokenizer=tok, progress=False, teacher=teacher)
+    assert tokens(mixed(teacher_mix=0.0)) == own_policy
+    assert tokens(mixed(teacher_mix=1.0)) == own_teacher
+    assert tokens(mixed(teacher_mix=0.5)) not in (own_policy, own_teacher)
+
+
+def test_minillm_needs_rollouts_and_reuses_each_for_reuse_steps():
+    with pytest.raises(ValueError, match="on_policy.fraction=1"):
+        _module("minillm")
+    module = _module("minillm", on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2))
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    first = module.maybe_rollout(batch)
+    assert "sample_logps" in first
+    assert module.maybe_rollout(batch) is first  # second step: same rollout
+    assert module.maybe_rollout(batch) is not first
+    loss, metrics = module.compute(first)
+    assert torch.isfinite(loss)
+    assert not torch.allclose(metrics["minillm/ratio"], torch.ones(4))  # importance weights q / p~ != 1
+    loss.backward()
+    assert all(p.grad is None for p in module.teacher.parameters())
+
+
+def test_minillm_trains_end_to_end_and_the_ratio_moves_off_one_on_reused_rollouts():
+    module = _module("minillm", on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2))
+    dm = _datamodule(n=8, batch_size=4)
+    ratios = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            ratios.append(float(trainer.callback_metrics["train/minillm/ratio"]))
+
+    trainer = L.Trainer(
+        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Record()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    assert len(ratios) == 2
+    assert ratios[0] == pytest.approx(1.0, abs=0.3)  # importance weights only: q / p~ near 1
+    assert ratios[1] != ratios[0]  # the policy moved between the two uses of one rollout
