@@ -1,7 +1,9 @@
-"""Learning-rate schedules, built from config as partials: ``scheduler(optimizer, num_training_steps)``.
+"""Optimizers and learning-rate schedules, built from config as partials: ``optimizer(params)``,
+``scheduler(optimizer, num_training_steps)``.
 
-The number of training steps is only known once Lightning has the data, so the config
-holds a ``_partial_`` node and the module completes it in ``configure_optimizers``.
+The parameters and the number of training steps are only known once Lightning has the model and
+the data, so the config holds ``_partial_`` nodes and the module completes them in
+``configure_optimizers``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,26 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 SCHEDULES = ("constant", "linear", "cosine")
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+
+
+def build_optimizer(
+    params,
+    *,
+    name: str = "adamw",
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    **kwargs,
+) -> torch.optim.Optimizer:
+    """``name``: ``adamw`` (with ``betas``) or ``rmsprop`` (torch's defaults: alpha 0.99, eps 1e-8, no
+    momentum, as the DPO reference code). ``betas`` apply to AdamW only, so one config node serves
+    both; other keyword arguments go to the optimizer class."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {tuple(OPTIMIZERS)}")
+    if name == "adamw":
+        kwargs["betas"] = tuple(betas)
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 def build_scheduler(
