@@ -26,7 +26,8 @@ def _extra_overrides(method: str) -> list[str]:
     """Inputs a loss needs beyond the demo pairs: a teacher, scored pairs, scored lists."""
     loss = _loss(method)
     extra = []
-    pipeline = method in ("plad", "pad")  # these build their data with a teacher first
+    # methods whose file selects a pipeline build their data with a teacher first (plad, pad, seqkd)
+    pipeline = "override /pipeline" in (CONFIGS / "method" / f"{method}.yaml").read_text()
     if "teacher" in loss.needs or pipeline:
         extra.append("teacher=tiny")
     if pipeline:
