@@ -73,6 +73,10 @@ def _servable_dir(run_dir: Path, base: ModelSpec) -> Path:
     return merged
 
 
+def _recorded_spec(path: Path) -> ModelSpec | None:
+    return ModelSpec(**json.loads(path.read_text())) if path.is_file() else None
+
+
 def resolve_run(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec | None, str]:
     """``(spec of the trained model, the run's teacher spec or None, a label)`` for a train.py run."""
     run_dir = Path(run_dir).expanduser()
@@ -82,13 +86,18 @@ def resolve_run(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec | None, str]:
             f"{run_dir} is not a train.py run folder (needs config_resolved.yaml and model/)"
         )
     run_cfg = OmegaConf.load(cfg_file)
-    base = instantiate(run_cfg.model)
+    # The specs the run trained with, recorded by train.py after any pipeline stage (an SFT'd student is
+    # the base of its LoRA adapter; an SFT'd teacher is the T-S comparator); older runs: the config's.
+    base = _recorded_spec(run_dir / "policy_spec.json") or instantiate(run_cfg.model)
     folder = _servable_dir(run_dir, base)
     spec = ModelSpec(str(folder), dtype=base.dtype, attn_implementation=base.attn_implementation,
                      trust_remote_code=base.trust_remote_code)  # fmt: skip
-    teacher = instantiate(run_cfg.teacher) if run_cfg.get("teacher") else None
+    teacher = _recorded_spec(run_dir / "teacher_spec.json")
+    if teacher is None and run_cfg.get("teacher"):
+        teacher = instantiate(run_cfg.teacher)
     method = OmegaConf.select(run_cfg, "method.name")
-    return spec, teacher, f"{run_dir.name} ({method})" if method else run_dir.name
+    label = run_cfg.get("eval_label") or (f"{run_dir.name} ({method})" if method else run_dir.name)
+    return spec, teacher, label
 
 
 def evaluate_model(

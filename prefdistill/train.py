@@ -21,7 +21,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from prefdistill.models import load_tokenizer, merge_and_save
+from prefdistill.convert import save_final_policy, write_policy_spec
+from prefdistill.models import load_tokenizer
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.run import (
     config_dir,
@@ -58,8 +59,10 @@ def _wandb_dir(loggers) -> str | None:
 
 
 def _run_pipeline(cfg: DictConfig, student, teacher):
-    """Make the training data first (PLaD pairs, PAD lists): cached stages, reused when present."""
-    if teacher is None:
+    """Run the stages before training (PLaD pairs, PAD lists, an SFT of the policy): cached, reused
+    when present. Returns the specs to train with and the data overrides: none when the pipeline
+    made no data (``Prepared.path`` is None), so the configured data is trained on."""
+    if teacher is None and cfg.pipeline.get("needs_teacher", True):
         raise ValueError(
             "this method builds its data with a teacher: add teacher=<model config>, e.g. teacher=tiny"
         )
@@ -69,7 +72,9 @@ def _run_pipeline(cfg: DictConfig, student, teacher):
     source = prompt_source(cfg.data, "train", cfg.data.get("max_samples"))
     prepared = prepare(student, teacher, source, cache_dir=cfg.paths.cache_dir)
     stages = ", ".join(f"{stage.name} {stage.status}" for stage in prepared.stages)
-    log.info("pipeline: %s -> %s %s", stages, prepared.path, prepared.stats)
+    log.info("pipeline: %s -> %s %s", stages, prepared.path or "the configured data", prepared.stats)
+    if prepared.path is None:
+        return prepared.student, prepared.teacher, {}
     data = {
         **OmegaConf.to_container(cfg.pipeline.data, resolve=True),
         "source": "local",
@@ -110,13 +115,21 @@ def train(cfg: DictConfig) -> dict:
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
     before = _validate(trainer, module, datamodule, cfg.validate_before_fit)
+    write_policy_spec(policy_spec, out_dir)  # what `pd-convert` rebuilds a checkpoint's policy from
+    if (
+        teacher_spec is not None
+    ):  # the teacher trained against (a pipeline may have fine-tuned it): evaluation's T-S
+        atomic_write_json(out_dir / "teacher_spec.json", teacher_spec.to_dict())
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    after = _validate(trainer, module, datamodule, cfg.validate_after_fit)
+    # read before validate(): it resets the metrics the fit loop logged
     train_metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("train/")}
+    after = _validate(trainer, module, datamodule, cfg.validate_after_fit)
 
     model_dir = None
-    if cfg.save_model and not trainer.fast_dev_run and trainer.is_global_zero:
-        model_dir = merge_and_save(module.policy, tokenizer, out_dir / "model", merge=cfg.merge_lora)
+    if cfg.save_model and not trainer.fast_dev_run:  # on every rank: ZeRO-3 gathers the weights first
+        model_dir = save_final_policy(
+            trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.merge_lora
+        )  # the folder on global rank 0, None elsewhere
     if cfg.get("eval") and model_dir is not None:
         from prefdistill.evaluate import evaluate_after_train
 

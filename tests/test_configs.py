@@ -7,7 +7,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_helpers import CONFIGS, compose_train, method_loss
 
-GROUP_FILES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS and p.parent.name != "local")
+INCLUDED = ("local", "recipe")  # not selected on the command line: included by other files (or per machine)
+GROUP_FILES = sorted(
+    p for p in CONFIGS.rglob("*.yaml") if p.parent != CONFIGS and p.parent.name not in INCLUDED
+)
 PRIMARIES = ("train", "generate", "eval")  # configs/<name>.yaml: the Hydra apps
 
 
@@ -23,10 +26,21 @@ def _groups_of(primary: str) -> set[str]:
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_every_config_composes(path, tmp_path):
     group = path.parent.relative_to(CONFIGS).as_posix()
-    primary = next((p for p in PRIMARIES if group in _groups_of(p)), None)
+    top = "hydra" if group.startswith("hydra/") else group  # Hydra's own groups: hydra/launcher=slurm
+    primary = next((p for p in PRIMARIES if top in _groups_of(p)), None)
     assert primary, f"{path}: group {group!r} is used by none of {PRIMARIES}"
     cfg = compose_train(tmp_path, [f"{group}={path.stem}"], config_name=primary)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "recipe").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_recipe_is_included_and_composes(path, tmp_path):
+    users = [p for p in CONFIGS.rglob("*.yaml") if f"/recipe/{path.stem}@" in p.read_text()]
+    assert users, f"{path} is included by no config"
+    for user in users:
+        group = user.parent.relative_to(CONFIGS).as_posix()
+        cfg = compose_train(tmp_path, [f"{group}={user.stem}", "teacher=tiny"])
+        assert OmegaConf.to_container(cfg, resolve=True)[group]
 
 
 def test_group_nodes_instantiate(tmp_path):

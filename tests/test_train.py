@@ -57,6 +57,7 @@ def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path):
     out = Path(cfg.paths.output_dir)
     result = json.loads((out / "metrics.json").read_text())
     assert result["global_step"] == 2
+    assert "train/loss" in result["train"], result["train"]  # stopped mid-epoch: kept despite validate()
     assert "val/reward/accuracy" in result["before"] and "val/reward/accuracy" in result["after"]
     assert result["before"]["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
     assert (out / "config_resolved.yaml").is_file()

@@ -96,7 +96,9 @@ class HFGenerator(Generator):
         """One completion per already-encoded prompt (e.g. rollouts during training), in input order."""
         out: list[Completion] = []
         for b in range(0, len(prompt_ids), self.batch_size):
-            out += self._generate_batch(list(prompt_ids[b : b + self.batch_size]), list(seeds[b : b + self.batch_size]), params)
+            out += self._generate_batch(
+                list(prompt_ids[b : b + self.batch_size]), list(seeds[b : b + self.batch_size]), params
+            )
         return out
 
     # --- one batch ---------------------------------------------------------------------------

@@ -39,7 +39,9 @@ from prefdistill.losses.registry import LossOutput, register
 _LOG_FLOOR = -1e30
 
 
-def future_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float, length_norm: bool) -> torch.Tensor:
+def future_returns(
+    rewards: torch.Tensor, mask: torch.Tensor, gamma: float, length_norm: bool
+) -> torch.Tensor:
     """(B, T): Σ_{t'>t} γ^{t'−t−1}·r_{t'} over masked t' (÷ #masked t' > t when ``length_norm``)."""
     rewards = rewards * mask
     returns = torch.zeros_like(rewards)

@@ -122,7 +122,9 @@ class DistillModule(PolicyModule):
                 path = self.teacher_cache.save(key, **data)
                 log.info("teacher top-%d [%s]: computed and cached in %s", self.teacher_topk, split, path)
             else:
-                log.info("teacher top-%d [%s]: reused %s", self.teacher_topk, split, self.teacher_cache.path(key))
+                log.info(
+                    "teacher top-%d [%s]: reused %s", self.teacher_topk, split, self.teacher_cache.path(key)
+                )
             self._teacher_tables[split] = TeacherTable(data)
         return self._teacher_tables[split]
 
@@ -143,7 +145,12 @@ class DistillModule(PolicyModule):
         del teacher
         counts = torch.cat(counts)
         offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return {"index": torch.cat(index), "offsets": offsets, "logps": torch.cat(logps), "ids": torch.cat(ids)}
+        return {
+            "index": torch.cat(index),
+            "offsets": offsets,
+            "logps": torch.cat(logps),
+            "ids": torch.cat(ids),
+        }
 
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
@@ -195,9 +202,13 @@ class DistillModule(PolicyModule):
             inputs |= self._teacher_table(self._split()).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
-                inputs["teacher_logits"] = self.teacher(
-                    input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]
-                ).logits[:, :-1].float()
+                inputs["teacher_logits"] = (
+                    self.teacher(
+                        input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]
+                    )
+                    .logits[:, :-1]
+                    .float()
+                )
         if "policy_samples" in self.loss.needs:
             sample = batch.get("sample_logps")
             inputs["sample_logps"] = sample

@@ -35,7 +35,9 @@ def teacher_cache_key(examples: list[dict], teacher_identity: dict, topk: int) -
     return cache_key(examples, {"teacher": teacher_identity, "topk": int(topk), "kind": "teacher_topk"})
 
 
-def topk_rows(teacher_logits: torch.Tensor, mask: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_rows(
+    teacher_logits: torch.Tensor, mask: torch.Tensor, topk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, k) top-k log-probs and ids at the masked positions of (B, T, V) logits, row-major order."""
     logps = torch.log_softmax(teacher_logits[mask].float(), -1)
     values, ids = logps.topk(min(topk, logps.shape[-1]), dim=-1)

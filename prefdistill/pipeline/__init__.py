@@ -6,10 +6,14 @@
 * :mod:`~prefdistill.pipeline.lists`   PAD diversity selection, teacher log-likelihood, alpha mix
 * :mod:`~prefdistill.pipeline.mcq`     PAD MCQ calibration score
 * :mod:`~prefdistill.pipeline.plad` / :mod:`~prefdistill.pipeline.pad`  the two chains
+* :mod:`~prefdistill.pipeline.seqkd`  SeqKD: the teacher's samples as SFT records
+* :mod:`~prefdistill.pipeline.sft_first`  SFT the policy first, keep the configured data
 """
 
 from prefdistill.pipeline.pad import prepare_pad_data
 from prefdistill.pipeline.plad import Prepared, prepare_plad_data
+from prefdistill.pipeline.seqkd import prepare_seqkd_data
+from prefdistill.pipeline.sft_first import prepare_sft_first
 from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs
 from prefdistill.pipeline.steps import SFTStep
 
@@ -21,4 +25,6 @@ __all__ = [
     "hash_inputs",
     "prepare_pad_data",
     "prepare_plad_data",
+    "prepare_seqkd_data",
+    "prepare_sft_first",
 ]

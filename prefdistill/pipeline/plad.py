@@ -43,10 +43,11 @@ log = logging.getLogger("prefdistill.pipeline")
 
 @dataclass
 class Prepared:
-    """What a data chain produced: the jsonl for ``PreferenceDataModule(source="local", path=...)``,
-    the (possibly SFT'd) model specs, every stage's result and the builder's counters."""
+    """What a data chain produced: the jsonl for ``PreferenceDataModule(source="local", path=...)``
+    (None: no new data, train on the configured dataset), the (possibly SFT'd) model specs, every
+    stage's result and the builder's counters."""
 
-    path: Path
+    path: Path | None
     student: object
     teacher: object
     stages: list[StageResult] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""SeqKD data chain (Kim & Rush 2016): [SFT teacher] -> teacher samples -> SFT records.
+"""SeqKD data chain (Kim & Rush 2016): [SFT teacher] -> [SFT student] -> teacher samples -> SFT records.
 
     prepared = prepare_seqkd_data(student_spec, teacher_spec, PromptSource("shipped", "train"),
                                   cache_dir="~/.cache/prefdistill")
@@ -40,6 +40,7 @@ def prepare_seqkd_data(
     template: str = "auto",
     backend_kwargs: dict | None = None,
     sft_teacher: SFTStep | None = None,
+    sft_student: SFTStep | None = None,
     seed: int = 0,
 ) -> Prepared:
     """Run (or reuse) the SeqKD chain; returns :class:`Prepared` with ``path`` = ``sft.jsonl``.
@@ -50,13 +51,18 @@ def prepare_seqkd_data(
     """
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
     if teacher_sampling is None:
-        teacher_sampling = dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
+        teacher_sampling = dataclasses.replace(
+            sampling, seed=None if sampling.seed is None else sampling.seed + 1
+        )
     teacher, sft_t = finetuned("teacher", teacher, sft_teacher, cache_dir)
-    stages = [sft_t] if sft_t is not None else []
+    student, sft_s = finetuned("student", student, sft_student, cache_dir)  # the run starts from it
+    stages = [r for r in (sft_t, sft_s) if r is not None]
     data = source.load()
     common = dict(backend=backend, batch_size=batch_size, shard_size=shard_size, template=template,
                   backend_kwargs=backend_kwargs)  # fmt: skip
-    samples = sample_stage("teacher", teacher, data, data_key(data), Sampling(teacher_sampling, **common), cache_dir)
+    samples = sample_stage(
+        "teacher", teacher, data, data_key(data), Sampling(teacher_sampling, **common), cache_dir
+    )
     stages.append(samples)
 
     def build(folder: Path) -> dict:
@@ -76,7 +82,9 @@ def prepare_seqkd_data(
         return stats
 
     key = hash_inputs({"teacher": samples.path.name, "format": 1})
-    records = Stage("seqkd-records", key, build, description={"teacher_samples": samples.path.name}).run(cache_dir)
+    records = Stage("seqkd-records", key, build, description={"teacher_samples": samples.path.name}).run(
+        cache_dir
+    )
     stages.append(records)
     log.info("SeqKD data stages:\n%s", summarize(stages))
     return Prepared(records.path / "sft.jsonl", student, teacher, stages, records.info or {})

@@ -29,12 +29,18 @@ def sft_finetune(
     *,
     data: dict,
     max_steps: int = 100,
+    max_epochs: int | None = None,
     lr: float = 1e-4,
     batch_size: int = 8,
     seed: int = 0,
     accelerator: str = "auto",
 ) -> None:
-    """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``)."""
+    """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``).
+
+    Stops at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (``max_steps=-1``
+    with ``max_epochs=1``: one epoch, as PLaD's SFT)."""
+    if max_steps < 0 and not max_epochs:
+        raise ValueError("the SFT recipe needs max_steps >= 0 or max_epochs >= 1 to end")
     L.seed_everything(seed, workers=True)
     tokenizer = load_tokenizer(spec)
     datamodule = PreferenceDataModule(
@@ -43,7 +49,7 @@ def sft_finetune(
     datamodule.connect(tokenizer)
     module = PreferenceModule(policy=spec, loss=get_loss("sft"), optimizer=partial(torch.optim.AdamW, lr=lr))
     trainer = L.Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+        max_steps=max_steps, max_epochs=max_epochs or -1, accelerator=accelerator, devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
@@ -58,8 +64,16 @@ def sft_finetune(
 
 
 def sft_step(
-    *, data: dict, max_steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0
+    *,
+    data: dict,
+    max_steps: int = 100,
+    max_epochs: int | None = None,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    seed: int = 0,
 ) -> SFTStep:
     """An :class:`SFTStep` for the pipeline; its recipe is the cache key of the fine-tuned model."""
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
+    if max_epochs is not None:  # absent from older recipes: their cached models stay valid
+        recipe["max_epochs"] = max_epochs
     return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)

@@ -54,19 +54,26 @@ def _wandb_id(run_dir: str) -> str:
     return run_id
 
 
+def _saved_at(path: Path) -> int:
+    """When a checkpoint was last written: a file's mtime, or a DeepSpeed folder's newest file's."""
+    return max(p.stat().st_mtime_ns for p in [path, *(path.rglob("*") if path.is_dir() else [])])
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``auto``: resume from the run folder's newest checkpoint, else start fresh (None).
 
     Candidates are ``checkpoints/last.ckpt`` (ModelCheckpoint) and ``hpc_ckpt_<n>.ckpt``, which
-    Lightning writes when SLURM sends SIGUSR1 before preempting a job it then requeues.
+    Lightning writes when SLURM sends SIGUSR1 before preempting a job it then requeues. Under
+    DeepSpeed each is a folder (the engine's checkpoint, with its ``latest`` tag file).
     """
     if ckpt_path != "auto":
         return ckpt_path
     out = Path(output_dir)
-    found = [p for p in [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    candidates = [out / "checkpoints" / "last.ckpt", *out.glob("hpc_ckpt_*.ckpt")]
+    found = [p for p in candidates if p.is_file() or (p / "latest").is_file()]
     if not found:
         return None
-    newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    newest = max(found, key=_saved_at)
     if newest.name.startswith("hpc_ckpt_"):
         # Under SLURM, Lightning's validate()/test() with ckpt_path=None silently load any
         # hpc_ckpt_* in the run folder; move them all out of its sight, resume from the newest.

@@ -254,7 +254,9 @@ def test_policy_gradient_losses_finite_separable_and_zero_for_identical_logits(n
         data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V"))
     )
     tensors = _token_batch(data, b, t, v)
-    loss = get_loss(name, gamma=data.draw(_unit, label="gamma"), clip=data.draw(st.floats(0.0, 0.5), label="clip"))
+    loss = get_loss(
+        name, gamma=data.draw(_unit, label="gamma"), clip=data.draw(st.floats(0.0, 0.5), label="clip")
+    )
     out = loss(**tensors)
     assert out.loss.shape == (b,)
     assert torch.isfinite(out.loss).all()

@@ -72,5 +72,7 @@ def test_importance_weight_of_teacher_mixed_sampling():
     )
     a0 = math.log(0.75 / 0.5)
     torch.testing.assert_close(out.loss, torch.tensor([-2 * a0 / 2]))
-    same = loss(student_logits=student, teacher_logits=teacher, mask=mask, labels=labels, proposal_logps=q_old)
+    same = loss(
+        student_logits=student, teacher_logits=teacher, mask=mask, labels=labels, proposal_logps=q_old
+    )
     torch.testing.assert_close(same.loss, torch.tensor([-a0 / 2]))  # proposal == policy: w = 1

@@ -54,7 +54,9 @@ def _fit(module, dm, steps=2):
 
 
 # ------------------------------------------------------------------ teacher top-k cache
-def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(tmp_path, monkeypatch, caplog):
+def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(
+    tmp_path, monkeypatch, caplog
+):
     dm = _datamodule()
     first = _module(teacher_cache=str(tmp_path), teacher_topk=8)
     assert first.teacher is None  # never held during training
@@ -84,10 +86,14 @@ def test_full_vocabulary_topk_cache_gives_the_online_loss(tmp_path):
     mask = labels != -100
     student = online._student_logits(batch)
     with torch.no_grad():
-        teacher = online.teacher(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"])
+        teacher = online.teacher(
+            input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]
+        )
     loss = get_loss("kd_fkl")
     expected = loss(student_logits=student, mask=mask, labels=labels, teacher_logits=teacher.logits[:, :-1])
-    got = loss(student_logits=student, mask=mask, labels=labels, **TeacherTable(data).batch(batch["index"], mask))
+    got = loss(
+        student_logits=student, mask=mask, labels=labels, **TeacherTable(data).batch(batch["index"], mask)
+    )
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-4, rtol=1e-4)
 
 
@@ -95,7 +101,12 @@ def test_teacher_cache_refuses_on_policy_and_mismatched_rows(tmp_path):
     with pytest.raises(ValueError, match="online teacher"):
         _module(teacher_cache=str(tmp_path), on_policy=OnPolicy(fraction=0.5))
     table = TeacherTable(
-        {"index": torch.tensor([0]), "offsets": torch.tensor([0, 2]), "logps": torch.zeros(2, 3), "ids": torch.zeros(2, 3)}
+        {
+            "index": torch.tensor([0]),
+            "offsets": torch.tensor([0, 2]),
+            "logps": torch.zeros(2, 3),
+            "ids": torch.zeros(2, 3),
+        }
     )
     with pytest.raises(ValueError, match="row 0 holds 2 response tokens but the batch has 3"):
         table.batch(torch.tensor([0]), torch.tensor([[True, True, True]]))

@@ -14,7 +14,10 @@ FAST = SamplingParams(temperature=1.0, max_new_tokens=6, seed=0)
 
 def test_seqkd_rows_are_the_teacher_samples_and_stages_are_reused(student_spec, teacher_spec, tmp_path):
     first = prepare_seqkd_data(student_spec, teacher_spec, SOURCE, cache_dir=tmp_path, sampling=FAST)
-    assert [(s.name, s.status) for s in first.stages] == [("samples-teacher", "ran"), ("seqkd-records", "ran")]
+    assert [(s.name, s.status) for s in first.stages] == [
+        ("samples-teacher", "ran"),
+        ("seqkd-records", "ran"),
+    ]
     rows = load_records("local", "train", path=str(first.path), record_type="sft")
     assert all(isinstance(r, SFTRecord) for _, r in rows)
     teacher = [draws[0] for draws in read_samples(first.stages[0])]

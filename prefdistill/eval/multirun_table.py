@@ -1,0 +1,68 @@
+"""A Hydra callback that ends a multirun with its comparison table (PLaD Table 1 style).
+
+At the end of ``python train.py -m ...`` (each job having run an ``eval`` suite on its model), it
+
+* evaluates the reference rows with the same suite: the **Teacher** (the spec the jobs trained
+  against, after any pipeline stage fine-tuned it: ``<run>/teacher_spec.json``) and the **Initial
+  student** (the configured model, untrained), unless ``reference_rows=false``;
+* prints the table of every ``eval_results.json`` under the sweep folder and writes it to
+  ``<sweep>/compare.md`` / ``compare.json`` (``prefdistill.eval.report.compare``).
+
+Configured in an experiment file::
+
+    hydra:
+      callbacks:
+        compare_table:
+          _target_: prefdistill.eval.multirun_table.CompareTable
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("prefdistill.eval")
+
+
+class CompareTable(Callback):
+    def __init__(self, reference_rows: bool = True):
+        self.reference_rows = reference_rows
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.utils import instantiate
+
+        from prefdistill.eval import report
+        from prefdistill.evaluate import evaluate_model
+        from prefdistill.models import ModelSpec
+
+        sweep = Path(config.hydra.sweep.dir)
+        if not config.get("eval"):
+            log.warning("compare table: no eval suite configured (eval=<suite>), nothing to compare")
+            return
+        files = []
+        if self.reference_rows:
+            suite = instantiate(config.eval, _convert_="all")
+            teacher_files = sorted(sweep.rglob("teacher_spec.json"))
+            teacher = ModelSpec(**json.loads(teacher_files[0].read_text())) if teacher_files else None
+            rows = [("Teacher", teacher, None)] if teacher is not None else []
+            rows.append(("Initial student", instantiate(config.model), teacher))
+            for label, spec, comparator in rows:
+                out = sweep / "reference_rows" / label.lower().replace(" ", "_")
+                if not (out / report.RESULTS_FILE).is_file():  # a re-run of the callback reuses them
+                    evaluate_model(suite, spec, teacher=comparator, out_dir=out, label=label, wandb=None)
+                files.append(out / report.RESULTS_FILE)
+        jobs = sorted(
+            (f for f in sweep.rglob(report.RESULTS_FILE) if "reference_rows" not in f.parts),
+            key=lambda f: [int(p) if p.isdigit() else p for p in f.relative_to(sweep).parts],
+        )
+        if not jobs:
+            log.warning("compare table: no job of %s wrote %s", sweep, report.RESULTS_FILE)
+            return
+        table, _ = report.compare(files + jobs, out_dir=sweep)
+        print(table, flush=True)
+        log.info("comparison: %s", sweep / "compare.md")
