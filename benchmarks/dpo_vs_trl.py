@@ -13,7 +13,9 @@ Configurations (per model and data shape):
 * ``trl_fast``  TRL at its fastest: ``precompute_ref_log_probs=True``, no gradient checkpointing;
 * ``trl_lean``  TRL at its leanest: ``precompute_ref_log_probs=True`` + gradient checkpointing;
 * ``ours_fast`` reference-log-prob cache + shared-prompt packed forward + chunked log-probs;
-* ``ours_lean`` the same + gradient checkpointing + lm_head chunks of 256 rows (``--lean-chunk-size``);
+* ``ours_lean`` the same + gradient checkpointing + lm_head chunks of 256 rows (``--lean-chunk-size``)
+  + the optimizer stepped in backward (``module.optimizer_in_backward``: each parameter is updated and its
+  gradient freed as soon as it is complete, so the full set of gradients never exists; same updates);
 * ``ours_simpo`` ours_fast with SimPO (reference-free), for the "DPO with the cache costs no more than
   SimPO" check.
 
@@ -120,6 +122,7 @@ def run_ours(cfg: dict, pairs: list[dict], workdir: Path) -> dict:
         reference_cache=str(workdir / "refcache") if loss.name == "dpo" else None,
         forward="shared_prompt",
         chunk_size=cfg.get("chunk_size", 1024),
+        optimizer_in_backward=cfg.get("in_backward", False),
     )
     timer = _LightningTimer()
     trainer = L.Trainer(
@@ -343,6 +346,9 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--lean-chunk-size", type=int, default=256, help="ours_lean: lm_head rows per log-prob chunk"
     )
+    ap.add_argument(
+        "--no-in-backward", action="store_true", help="ours_lean: step the optimizer after backward instead"
+    )
     ap.add_argument("--shapes", default="tldr,uf")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--timeout", type=float, default=1800)
@@ -370,6 +376,7 @@ def main(argv=None) -> None:
                         "name": name, "model": model, "shape": shape, "quick": args.quick, "batch": args.batch,
                         "warmup": args.warmup, "steps": steps, "threads": args.threads, "lean": name.endswith("lean"),
                         "chunk_size": args.lean_chunk_size if name == "ours_lean" else 1024,
+                        "in_backward": name == "ours_lean" and not args.no_in_backward,
                         "precompute": True, "loss": "simpo" if name == "ours_simpo" else "dpo", "repeat": rep,
                     }  # fmt: skip
                     r = run_child(cfg, args.timeout)

@@ -42,6 +42,7 @@ class PolicyModule(L.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         chunk_size: int = 1024,
         max_bad_steps: int = 10,
+        optimizer_in_backward: bool = False,
     ):
         super().__init__()
         self.policy_spec = policy
@@ -50,6 +51,8 @@ class PolicyModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.chunk_size = chunk_size
         self.max_bad_steps = max_bad_steps
+        self.optimizer_in_backward = optimizer_in_backward
+        self._step_hooks: list = []
         self.policy: torch.nn.Module | None = None
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._bad_steps_in_a_row = 0
@@ -78,6 +81,8 @@ class PolicyModule(L.LightningModule):
         if not params:
             raise RuntimeError("the policy has no trainable parameters (check model.lora / freezing)")
         optimizer = self.optimizer_factory(params)
+        if self.optimizer_in_backward:
+            self._step_in_backward(optimizer, params)
         if self.scheduler_factory is None:
             return optimizer
         steps = self.trainer.estimated_stepping_batches
@@ -85,6 +90,41 @@ class PolicyModule(L.LightningModule):
             raise ValueError("set trainer.max_steps or trainer.max_epochs so the schedule has a length")
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _step_in_backward(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
+        """Update each parameter as soon as its gradient is complete, then free the gradient.
+
+        The full set of gradients never exists at once (peak memory drops by up to the size of the
+        trainable parameters). The optimizer updates exactly the parameters that hold a gradient, so
+        stepping it from every parameter's post-accumulate hook equals one step after backward; the
+        step Lightning makes after backward then finds no gradients and does nothing. Needs one
+        optimizer step per backward: no gradient accumulation, no clipping of the global norm, one device.
+        """
+        trainer = self.trainer
+        if trainer.accumulate_grad_batches != 1 or trainer.gradient_clip_val or trainer.world_size > 1:
+            raise ValueError(
+                "module.optimizer_in_backward steps every parameter during backward: it needs "
+                "trainer.accumulate_grad_batches=1, no gradient clipping and a single device "
+                f"(got accumulate {trainer.accumulate_grad_batches}, clip {trainer.gradient_clip_val}, "
+                f"world size {trainer.world_size})"
+            )
+        for handle in self._step_hooks:
+            handle.remove()
+
+        def step(param: torch.nn.Parameter) -> None:
+            optimizer.step()
+            param.grad = None
+
+        self._step_hooks = [p.register_post_accumulate_grad_hook(step) for p in params]
+
+    def current_split(self) -> str:
+        """The datamodule split the running stage reads (train / validation / test); per-row caches key on it."""
+        stage = self.trainer.state.stage
+        split = {"train": "train", "validate": "validation", "sanity_check": "validation"}.get(
+            stage.value if stage else "", "test"
+        )
+        datasets = self.trainer.datamodule.datasets
+        return split if datasets.get(split) else "validation"
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:

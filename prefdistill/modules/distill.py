@@ -104,14 +104,6 @@ class DistillModule(PolicyModule):
         return self.policy is not None and next(self.policy.parameters()).device.type != "meta"
 
     # -- teacher distributions -----------------------------------------------------------
-    def _split(self) -> str:
-        stage = self.trainer.state.stage
-        split = {"train": "train", "validate": "validation", "sanity_check": "validation"}.get(
-            stage.value if stage else "", "test"
-        )
-        datasets = self.trainer.datamodule.datasets
-        return split if datasets.get(split) else "validation"
-
     def _teacher_table(self, split: str) -> TeacherTable:
         if split not in self._teacher_tables:
             dm = self.trainer.datamodule
@@ -199,7 +191,7 @@ class DistillModule(PolicyModule):
         student_logits = self._student_logits(batch)
         inputs = {"student_logits": student_logits.float(), "mask": mask, "labels": labels}
         if self.teacher_cache is not None and not batch.get("rollout"):
-            inputs |= self._teacher_table(self._split()).batch(batch["index"].cpu(), mask)
+            inputs |= self._teacher_table(self.current_split()).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
                 inputs["teacher_logits"] = (

@@ -118,21 +118,13 @@ class PreferenceModule(PolicyModule):
     @torch.no_grad()
     def reference_logps(self, batch, sides) -> torch.Tensor:
         if self.reference_cache is not None:
-            rows = self._reference_table(self._split())[batch["index"].cpu()]  # (B, 2)
+            rows = self._reference_table(self.current_split())[batch["index"].cpu()]  # (B, 2)
             if torch.isnan(rows).any():
                 raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
             return torch.cat([rows[:, k] for k in range(len(sides))]).to(self.device)
         with self._reference_model() as model:
             logps, _ = self.sequence_logps(model, batch, sides)
         return logps
-
-    def _split(self) -> str:
-        stage = self.trainer.state.stage
-        split = {"train": "train", "validate": "validation", "sanity_check": "validation"}.get(
-            stage.value if stage else "", "test"
-        )
-        datasets = self.trainer.datamodule.datasets
-        return split if datasets.get(split) else "validation"
 
     def _reference_table(self, split: str) -> torch.Tensor:
         if split not in self._reference_tables:

@@ -12,7 +12,6 @@ snapshot, as in the paper.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from prefdistill.pipeline.steps import (
     model_key,
     read_samples,
     sample_stage,
+    teacher_stream,
 )
 from prefdistill.utils.atomic import atomic_file
 
@@ -106,11 +106,7 @@ def prepare_plad_data(
     ``"reward_model:<hf id>"`` or a callable ``(prompts, responses) -> scores``).
     """
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
-    if teacher_sampling is None:
-        # The same settings on an independent random stream: the two draws must not be coupled
-        # (with one seed, a teacher that shares the student's checkpoint would repeat its samples).
-        teacher_seed = None if sampling.seed is None else sampling.seed + 1
-        teacher_sampling = dataclasses.replace(sampling, seed=teacher_seed)
+    teacher_sampling = teacher_sampling or teacher_stream(sampling)
     stages: list[StageResult] = []
     teacher, sft_t = finetuned("teacher", teacher, sft_teacher, cache_dir)
     student, sft_s = finetuned("student", student, sft_student, cache_dir)

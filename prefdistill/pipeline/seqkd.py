@@ -13,7 +13,6 @@ responses are dropped and counted; if every one is empty the chain fails loudly.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -21,7 +20,15 @@ from pathlib import Path
 from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.pipeline.plad import Prepared, write_jsonl
 from prefdistill.pipeline.stages import Stage, hash_inputs, summarize
-from prefdistill.pipeline.steps import Sampling, SFTStep, data_key, finetuned, read_samples, sample_stage
+from prefdistill.pipeline.steps import (
+    Sampling,
+    SFTStep,
+    data_key,
+    finetuned,
+    read_samples,
+    sample_stage,
+    teacher_stream,
+)
 
 log = logging.getLogger("prefdistill.pipeline")
 
@@ -50,10 +57,7 @@ def prepare_seqkd_data(
     sample becomes a training row.
     """
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
-    if teacher_sampling is None:
-        teacher_sampling = dataclasses.replace(
-            sampling, seed=None if sampling.seed is None else sampling.seed + 1
-        )
+    teacher_sampling = teacher_sampling or teacher_stream(sampling)
     teacher, sft_t = finetuned("teacher", teacher, sft_teacher, cache_dir)
     student, sft_s = finetuned("student", student, sft_student, cache_dir)  # the run starts from it
     stages = [r for r in (sft_t, sft_s) if r is not None]

@@ -101,3 +101,12 @@ def read_samples(result: StageResult) -> list[list[str]]:
     from prefdistill.generation import responses_by_prompt
 
     return responses_by_prompt(read_shards(result.path))
+
+
+def teacher_stream(sampling: SamplingParams) -> SamplingParams:
+    """The teacher's sampling settings by default: the student's on an independent stream (seed + 1).
+
+    With one seed, a teacher sharing the student's checkpoint would repeat its samples; PLaD and SeqKD
+    both use this, so they share one cached teacher-sampling stage.
+    """
+    return dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
