@@ -2,9 +2,11 @@
 
 At the end of ``python train.py -m ...`` (each job having run an ``eval`` suite on its model), it
 
-* evaluates the reference rows with the same suite: the **Teacher** (the spec the jobs trained
-  against, after any pipeline stage fine-tuned it: ``<run>/teacher_spec.json``) and the **Initial
-  student** (the configured model, untrained), unless ``reference_rows=false``;
+* evaluates the reference rows with the same suite, unless ``reference_rows=false``: the **Teacher**
+  (the spec the jobs trained against, after any pipeline stage fine-tuned it: ``<run>/teacher_spec.json``),
+  the **Initial student** (the spec the rows start from: ``<run>/policy_spec.json``, e.g. the SFT'd
+  student, as PLaD initialises its student by SFT) and, when that differs from the configured model,
+  the **Base student** (the configured model, untrained);
 * prints the table of every ``eval_results.json`` under the sweep folder and writes it to
   ``<sweep>/compare.md`` / ``compare.json`` (``prefdistill.eval.report.compare``).
 
@@ -18,6 +20,7 @@ Configured in an experiment file::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -29,6 +32,14 @@ from omegaconf import DictConfig
 log = logging.getLogger("prefdistill.eval")
 
 
+def _recorded(sweep: Path, name: str):
+    """The spec a job of the sweep recorded (train.py writes them after the pipeline), LoRA off."""
+    from prefdistill.models import ModelSpec
+
+    files = sorted(sweep.rglob(name))
+    return dataclasses.replace(ModelSpec(**json.loads(files[0].read_text())), lora=None) if files else None
+
+
 class CompareTable(Callback):
     def __init__(self, reference_rows: bool = True):
         self.reference_rows = reference_rows
@@ -38,7 +49,6 @@ class CompareTable(Callback):
 
         from prefdistill.eval import report
         from prefdistill.evaluate import evaluate_model
-        from prefdistill.models import ModelSpec
 
         sweep = Path(config.hydra.sweep.dir)
         if not config.get("eval"):
@@ -47,10 +57,12 @@ class CompareTable(Callback):
         files = []
         if self.reference_rows:
             suite = instantiate(config.eval, _convert_="all")
-            teacher_files = sorted(sweep.rglob("teacher_spec.json"))
-            teacher = ModelSpec(**json.loads(teacher_files[0].read_text())) if teacher_files else None
+            teacher, initial = (_recorded(sweep, f"{who}_spec.json") for who in ("teacher", "policy"))
+            base = dataclasses.replace(instantiate(config.model), lora=None)
             rows = [("Teacher", teacher, None)] if teacher is not None else []
-            rows.append(("Initial student", instantiate(config.model), teacher))
+            if initial is not None and initial.name_or_path != base.name_or_path:
+                rows.append(("Base student", base, teacher))  # before the SFT stage the rows start from
+            rows.append(("Initial student", initial or base, teacher))
             for label, spec, comparator in rows:
                 out = sweep / "reference_rows" / label.lower().replace(" ", "_")
                 if not (out / report.RESULTS_FILE).is_file():  # a re-run of the callback reuses them

@@ -30,7 +30,7 @@ def test_demo_plad_multirun_ends_with_the_comparison_table(tmp_path):
     labels = [
         line.split("|")[1].strip() for line in table.read_text().splitlines()[2:] if line.startswith("|")
     ]
-    assert labels == ["Teacher", "Initial student", "SFT", "Standard KD"]
+    assert labels == ["Teacher", "Base student", "Initial student", "SFT", "Standard KD"]
     header = table.read_text().splitlines()[0]
     assert "T-S WR" in header and "R-L" in header
     # every row compared against the one fine-tuned teacher the jobs trained against
