@@ -208,6 +208,14 @@ def test_pad_pd_is_zero_when_student_matches_teacher_up_to_a_constant(data):
 
 
 # ------------------------------------------------------------------------------ token
+def _token_inputs(data) -> tuple[int, dict]:
+    """A drawn batch size B and token-loss inputs of a drawn shape (B, T, V)."""
+    b, t, v = (
+        data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V"))
+    )
+    return b, _token_batch(data, b, t, v)
+
+
 def _token_batch(data, b: int, t: int, v: int) -> dict:
     logits = st.lists(
         st.lists(st.lists(st.floats(-10.0, 10.0, width=32), min_size=v, max_size=v), min_size=t, max_size=t),
@@ -228,10 +236,7 @@ def _token_batch(data, b: int, t: int, v: int) -> dict:
 @SETTINGS
 @given(data=st.data())
 def test_token_losses_nonnegative_separable_and_zero_for_identical_logits(name, data):
-    b, t, v = (
-        data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V"))
-    )
-    tensors = _token_batch(data, b, t, v)
+    b, tensors = _token_inputs(data)
     hp = _hparams(data, name)
     loss = get_loss(name, **hp)
     out = loss(**tensors)
@@ -250,10 +255,7 @@ def test_token_losses_nonnegative_separable_and_zero_for_identical_logits(name, 
 @SETTINGS
 @given(data=st.data())
 def test_policy_gradient_losses_finite_separable_and_zero_for_identical_logits(name, data):
-    b, t, v = (
-        data.draw(st.integers(lo, hi), label=lbl) for lo, hi, lbl in ((2, 4, "B"), (1, 5, "T"), (2, 8, "V"))
-    )
-    tensors = _token_batch(data, b, t, v)
+    b, tensors = _token_inputs(data)
     loss = get_loss(
         name, gamma=data.draw(_unit, label="gamma"), clip=data.draw(st.floats(0.0, 0.5), label="clip")
     )
