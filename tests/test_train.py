@@ -68,10 +68,19 @@ def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path):
     assert model.config.vocab_size > 0
 
 
+def test_the_command_line_exits_0_for_a_method_without_reward_metrics(tmp_path):
+    """A plain run of a distillation method has no val/reward/*: nothing to return, no error."""
+    env = {**os.environ, "PREFDISTILL_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "train.py", "method=kd_fkl", "model=tiny", "teacher=tiny", "debug=fdr",
+           "logger=none", f"paths.root_dir={tmp_path}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def test_main_returns_the_optimized_metric(tiny_cfg):
     from prefdistill.utils.run import metric_value
 
-    cfg = tiny_cfg("save_model=false")
+    cfg = tiny_cfg("save_model=false", "optimized_metric=val/reward/accuracy")
     value = metric_value(train(cfg), cfg.optimized_metric)
     assert isinstance(value, float) and 0.0 <= value <= 1.0
     with pytest.raises(KeyError, match="optimized_metric"):
