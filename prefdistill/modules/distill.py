@@ -18,7 +18,6 @@ log-probs and the proposal's (``sample_logps``, ``proposal_logps``) to the loss.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
@@ -26,11 +25,17 @@ from tqdm.auto import tqdm
 
 from prefdistill.generation.mixture import MixtureGenerator, mix_logps
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
+from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
 from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable, teacher_cache_key, topk_rows
 
-log = logging.getLogger(__name__)
+
+def next_token_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """(B, T-1, V) logits of the responses' batch: position t predicts token t+1."""
+    return model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits[
+        :, :-1
+    ]
 
 
 def vocab_size(model: torch.nn.Module) -> int:
@@ -39,8 +44,7 @@ def vocab_size(model: torch.nn.Module) -> int:
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T) log-softmax(logits) at ``labels`` (0 where ``mask`` is False), float32."""
-    picked = logits.float().gather(-1, labels.masked_fill(~mask, 0).long().unsqueeze(-1)).squeeze(-1)
-    return (picked - torch.logsumexp(logits.float(), -1)) * mask
+    return selective_log_softmax(logits, labels.masked_fill(~mask, 0).long()) * mask
 
 
 class DistillModule(PolicyModule):
@@ -107,16 +111,11 @@ class DistillModule(PolicyModule):
     def _teacher_table(self, split: str) -> TeacherTable:
         if split not in self._teacher_tables:
             dm = self.trainer.datamodule
-            key = teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk)
-            data = self.teacher_cache.load(key)
-            if data is None:
-                data = self._compute_teacher_topk(dm.loader(split), split)
-                path = self.teacher_cache.save(key, **data)
-                log.info("teacher top-%d [%s]: computed and cached in %s", self.teacher_topk, split, path)
-            else:
-                log.info(
-                    "teacher top-%d [%s]: reused %s", self.teacher_topk, split, self.teacher_cache.path(key)
-                )
+            data = self.teacher_cache.load_or_compute(
+                teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk),
+                lambda: self._compute_teacher_topk(dm.loader(split), split),
+                f"teacher top-{self.teacher_topk} [{split}]",
+            )
             self._teacher_tables[split] = TeacherTable(data)
         return self._teacher_tables[split]
 
@@ -125,11 +124,9 @@ class DistillModule(PolicyModule):
         teacher = self._load_teacher().to(self.device)  # held only for this pass
         index, counts, logps, ids = [], [], [], []
         for batch in tqdm(loader, desc=f"teacher top-{self.teacher_topk} [{split}]", leave=False):
-            input_ids = batch["chosen_input_ids"].to(self.device)
-            attention = batch["chosen_attention_mask"].to(self.device)
-            mask = batch["chosen_labels"][:, 1:].to(self.device) != -100
-            logits = teacher(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
-            values, top = topk_rows(logits, mask, self.teacher_topk)
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            mask = batch["chosen_labels"][:, 1:] != -100
+            values, top = topk_rows(next_token_logits(teacher, batch), mask, self.teacher_topk)
             index.append(batch["index"].cpu())
             counts.append(mask.sum(-1).cpu())
             logps.append(values.cpu())
@@ -173,7 +170,7 @@ class DistillModule(PolicyModule):
             if self.on_policy.reuse > 1:  # later steps need the log-probs of the policy that sampled
                 mask = rollout["chosen_labels"][:, 1:] != -100
                 with torch.no_grad():
-                    logits = self._student_logits(rollout)
+                    logits = next_token_logits(self.policy, rollout)
                 rollout["sample_logps"] = token_logps(logits, rollout["chosen_labels"][:, 1:], mask)
         finally:
             self.policy.train(was_training)
@@ -181,26 +178,17 @@ class DistillModule(PolicyModule):
         return rollout
 
     # -- loss ----------------------------------------------------------------------------
-    def _student_logits(self, batch) -> torch.Tensor:
-        out = self.policy(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"])
-        return out.logits[:, :-1]
 
     def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         labels = batch["chosen_labels"][:, 1:]  # (B, T-1): position t predicts token t+1
         mask = labels != -100
-        student_logits = self._student_logits(batch)
+        student_logits = next_token_logits(self.policy, batch)
         inputs = {"student_logits": student_logits.float(), "mask": mask, "labels": labels}
         if self.teacher_cache is not None and not batch.get("rollout"):
             inputs |= self._teacher_table(self.current_split()).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
-                inputs["teacher_logits"] = (
-                    self.teacher(
-                        input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]
-                    )
-                    .logits[:, :-1]
-                    .float()
-                )
+                inputs["teacher_logits"] = next_token_logits(self.teacher, batch).float()
         if "policy_samples" in self.loss.needs:
             sample = batch.get("sample_logps")
             inputs["sample_logps"] = sample

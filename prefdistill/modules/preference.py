@@ -14,7 +14,6 @@ never on the loss name.
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import torch
 from tqdm.auto import tqdm
@@ -23,8 +22,6 @@ from prefdistill.models import ModelSpec, load_model, response_logps
 from prefdistill.models.packing import shared_prompt_logps
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.reference_cache import ReferenceCache, cache_key, lookup_table
-
-log = logging.getLogger(__name__)
 
 SIDES = ("chosen", "rejected")
 FORWARD_MODES = ("padded", "shared_prompt")
@@ -130,14 +127,11 @@ class PreferenceModule(PolicyModule):
         if split not in self._reference_tables:
             dm = self.trainer.datamodule
             spec = self.reference_spec or self.policy_spec
-            key = cache_key(dm.datasets[split], spec.identity())
-            data = self.reference_cache.load(key)
-            if data is None:
-                data = self._compute_reference(dm.loader(split), split)
-                path = self.reference_cache.save(key, **data)
-                log.info("reference log-probs [%s]: computed and cached in %s", split, path)
-            else:
-                log.info("reference log-probs [%s]: reused %s", split, self.reference_cache.path(key))
+            data = self.reference_cache.load_or_compute(
+                cache_key(dm.datasets[split], spec.identity()),
+                lambda: self._compute_reference(dm.loader(split), split),
+                f"reference log-probs [{split}]",
+            )
             self._reference_tables[split] = lookup_table(data)
         return self._reference_tables[split]
 

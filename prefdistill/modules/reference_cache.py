@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -79,6 +80,16 @@ class TensorCache:
         if data.get("key") != key or not set(self.fields) <= set(data):
             log.warning("ignoring %s cache %s: key or fields do not match", self.what, path)
             return None
+        return data
+
+    def load_or_compute(self, key: str, compute: Callable[[], dict[str, torch.Tensor]], label: str) -> dict:
+        """The entry for ``key``: read if a valid one exists, else ``compute()``d and saved; logged as ``label``."""
+        data = self.load(key)
+        if data is None:
+            data = compute()
+            log.info("%s: computed and cached in %s", label, self.save(key, **data))
+        else:
+            log.info("%s: reused %s", label, self.path(key))
         return data
 
     def save(self, key: str, **tensors: torch.Tensor) -> Path:

@@ -19,6 +19,7 @@ from prefdistill.generation.mixture import MixtureGenerator
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
 from prefdistill.modules import DistillModule, build_module
+from prefdistill.modules.distill import next_token_logits
 from prefdistill.modules.on_policy import OnPolicy, split_prompts
 from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable
 
@@ -65,7 +66,7 @@ def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(
     assert len(files) == 1
     second = _module(teacher_cache=str(tmp_path), teacher_topk=8)
     monkeypatch.setattr(DistillModule, "_load_teacher", lambda self: pytest.fail("teacher loaded"))
-    with caplog.at_level("INFO", logger="prefdistill.modules.distill"):
+    with caplog.at_level("INFO", logger="prefdistill.modules.reference_cache"):
         _fit(second, dm)
     assert "reused" in caplog.text
     monkeypatch.undo()
@@ -84,7 +85,7 @@ def test_full_vocabulary_topk_cache_gives_the_online_loss(tmp_path):
     online.policy.load_state_dict(cached.policy.state_dict())
     labels = batch["chosen_labels"][:, 1:]
     mask = labels != -100
-    student = online._student_logits(batch)
+    student = next_token_logits(online.policy, batch)
     with torch.no_grad():
         teacher = online.teacher(
             input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]
