@@ -27,30 +27,21 @@ trained on; fully fine-tuned models are unaffected: every weight is trainable.)
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from prefdistill.models import ModelSpec, load_model, load_tokenizer, merge_and_save
+from prefdistill.models import ModelSpec, load_model, load_tokenizer, merge_and_save, run_spec
+from prefdistill.models.spec import RUN_SPEC_FILES
 
 log = logging.getLogger(__name__)
 
 POLICY_PREFIX = "policy."  # the policy's attribute name in every training module
-SPEC_FILE = "policy_spec.json"
 
 
 # -- run folder -------------------------------------------------------------------------------
-
-
-def write_policy_spec(spec: ModelSpec, run_dir: str | Path) -> Path:
-    """Record the spec the run trained (after any pipeline stage replaced it, e.g. an SFT'd student)."""
-    from prefdistill.utils.atomic import atomic_write_json
-
-    return atomic_write_json(Path(run_dir) / SPEC_FILE, dataclasses.asdict(spec))
 
 
 def run_dir_of(checkpoint: str | Path) -> Path:
@@ -60,18 +51,12 @@ def run_dir_of(checkpoint: str | Path) -> Path:
 
 
 def policy_spec_of_run(run_dir: str | Path) -> ModelSpec:
-    run_dir = Path(run_dir)
-    if (run_dir / SPEC_FILE).is_file():
-        return ModelSpec(**json.loads((run_dir / SPEC_FILE).read_text()))
-    config = run_dir / "config_resolved.yaml"
-    if not config.is_file():
+    spec = run_spec(run_dir, "policy")
+    if spec is None:
         raise FileNotFoundError(
-            f"no {SPEC_FILE} or config_resolved.yaml in {run_dir}: pass the run folder (--run-dir)"
+            f"no {RUN_SPEC_FILES['policy']} or config_resolved.yaml in {run_dir}: pass the run folder (--run-dir)"
         )
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    return instantiate(OmegaConf.load(config).model)
+    return spec
 
 
 # -- checkpoint -> weights --------------------------------------------------------------------

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.eval import report
 from prefdistill.eval.suites import EvalSuite
-from prefdistill.models import ModelSpec
+from prefdistill.models import ModelSpec, run_spec
 from prefdistill.utils.run import config_dir, metric_value, register_resolvers, task_wrapper
 
 log = logging.getLogger("prefdistill.evaluate")
@@ -73,10 +73,6 @@ def _servable_dir(run_dir: Path, base: ModelSpec) -> Path:
     return merged
 
 
-def _recorded_spec(path: Path) -> ModelSpec | None:
-    return ModelSpec(**json.loads(path.read_text())) if path.is_file() else None
-
-
 def resolve_run(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec | None, str]:
     """``(spec of the trained model, the run's teacher spec or None, a label)`` for a train.py run."""
     run_dir = Path(run_dir).expanduser()
@@ -86,15 +82,13 @@ def resolve_run(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec | None, str]:
             f"{run_dir} is not a train.py run folder (needs config_resolved.yaml and model/)"
         )
     run_cfg = OmegaConf.load(cfg_file)
-    # The specs the run trained with, recorded by train.py after any pipeline stage (an SFT'd student is
-    # the base of its LoRA adapter; an SFT'd teacher is the T-S comparator); older runs: the config's.
-    base = _recorded_spec(run_dir / "policy_spec.json") or instantiate(run_cfg.model)
+    # The specs the run trained with (after any pipeline stage: an SFT'd student is the base of its
+    # LoRA adapter, an SFT'd teacher the T-S comparator); older runs: the config's.
+    base = run_spec(run_dir, "policy")
     folder = _servable_dir(run_dir, base)
     spec = ModelSpec(str(folder), dtype=base.dtype, attn_implementation=base.attn_implementation,
                      trust_remote_code=base.trust_remote_code)  # fmt: skip
-    teacher = _recorded_spec(run_dir / "teacher_spec.json")
-    if teacher is None and run_cfg.get("teacher"):
-        teacher = instantiate(run_cfg.teacher)
+    teacher = run_spec(run_dir, "teacher")
     method = OmegaConf.select(run_cfg, "method.name")
     label = run_cfg.get("eval_label") or (f"{run_dir.name} ({method})" if method else run_dir.name)
     return spec, teacher, label

@@ -21,8 +21,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from prefdistill.convert import save_final_policy, write_policy_spec
-from prefdistill.models import load_tokenizer
+from prefdistill.convert import save_final_policy
+from prefdistill.models import load_tokenizer, record_run_spec
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.run import (
     config_dir,
@@ -115,11 +115,10 @@ def train(cfg: DictConfig) -> dict:
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
     before = _validate(trainer, module, datamodule, cfg.validate_before_fit)
-    write_policy_spec(policy_spec, out_dir)  # what `pd-convert` rebuilds a checkpoint's policy from
-    if (
-        teacher_spec is not None
-    ):  # the teacher trained against (a pipeline may have fine-tuned it): evaluation's T-S
-        atomic_write_json(out_dir / "teacher_spec.json", teacher_spec.to_dict())
+    # the specs trained with, after the pipeline: `pd-convert` and evaluation rebuild the models from them
+    for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):
+        if spec is not None:
+            record_run_spec(spec, out_dir, role)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # read before validate(): it resets the metrics the fit loop logged
     train_metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("train/")}

@@ -21,7 +21,6 @@ Configured in an experiment file::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,13 @@ from omegaconf import DictConfig
 log = logging.getLogger("prefdistill.eval")
 
 
-def _recorded(sweep: Path, name: str):
-    """The spec a job of the sweep recorded (train.py writes them after the pipeline), LoRA off."""
-    from prefdistill.models import ModelSpec
+def _recorded(sweep: Path, role: str):
+    """The ``role`` spec the sweep's first job recorded (train.py writes it after the pipeline), LoRA off."""
+    from prefdistill.models import run_spec
+    from prefdistill.models.spec import RUN_SPEC_FILES
 
-    files = sorted(sweep.rglob(name))
-    return dataclasses.replace(ModelSpec(**json.loads(files[0].read_text())), lora=None) if files else None
+    files = sorted(sweep.rglob(RUN_SPEC_FILES[role]))
+    return dataclasses.replace(run_spec(files[0].parent, role), lora=None) if files else None
 
 
 class CompareTable(Callback):
@@ -57,7 +57,7 @@ class CompareTable(Callback):
         files = []
         if self.reference_rows:
             suite = instantiate(config.eval, _convert_="all")
-            teacher, initial = (_recorded(sweep, f"{who}_spec.json") for who in ("teacher", "policy"))
+            teacher, initial = (_recorded(sweep, role) for role in ("teacher", "policy"))
             base = dataclasses.replace(instantiate(config.model), lora=None)
             rows = [("Teacher", teacher, None)] if teacher is not None else []
             if initial is not None and initial.name_or_path != base.name_or_path:

@@ -134,3 +134,36 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# -- the specs a run trained with, recorded in its folder ----------------------------------------
+RUN_SPEC_FILES = {"policy": "policy_spec.json", "teacher": "teacher_spec.json"}
+_CONFIG_NODES = {"policy": "model", "teacher": "teacher"}
+
+
+def record_run_spec(spec: ModelSpec, run_dir: str | os.PathLike, role: str) -> Path:
+    """Write ``<run>/<role>_spec.json``: the spec the run trains with after any pipeline stage replaced
+    the configured one (an SFT'd student is the base of its LoRA adapter; an SFT'd teacher the T-S
+    comparator). ``role``: ``policy`` or ``teacher``."""
+    from prefdistill.utils.atomic import atomic_write_json
+
+    return atomic_write_json(Path(run_dir) / RUN_SPEC_FILES[role], spec.to_dict())
+
+
+def run_spec(run_dir: str | os.PathLike, role: str) -> ModelSpec | None:
+    """The ``role`` spec of a train.py run: the recorded file, else (older runs) the node of its
+    ``config_resolved.yaml`` (``model`` / ``teacher``), else None."""
+    import json
+
+    run_dir = Path(run_dir)
+    recorded = run_dir / RUN_SPEC_FILES[role]
+    if recorded.is_file():
+        return ModelSpec(**json.loads(recorded.read_text()))
+    config = run_dir / "config_resolved.yaml"
+    if not config.is_file():
+        return None
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(config).get(_CONFIG_NODES[role])
+    return instantiate(node) if node else None
