@@ -557,21 +557,14 @@ def comparison_table(table: pd.DataFrame, columns: Sequence[tuple[str, str]] | N
     """The method comparison as a markdown table, one row per run (columns:
     :func:`comparison_columns`), formatted like ``evaluate.py compare=...`` with its footnotes
     naming the evaluation scorers."""
-    from prefdistill.eval.report import footnotes
+    from prefdistill.eval.report import footnotes, markdown_table
 
     columns = comparison_columns(table) if columns is None else list(columns)
     header = [h for _, h in columns]
     body = [[_cell(row.get(c), c) for c, _ in columns] for row in table.to_dict("records")]
-    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
-    left = {j for j, (c, _) in enumerate(columns) if c in ("run", "method", "model")}
-
-    def line(cells):
-        padded = [c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    notes = [f"  {n}" for n in dict.fromkeys(footnotes(table.attrs.get("eval", [])))]
+    left = [j for j, (c, _) in enumerate(columns) if c in ("run", "method", "model")]
+    notes = footnotes(table.attrs.get("eval", []))
     unfinished = [r for r, done in zip(table["run"], table["finished"]) if not done]
     if unfinished:
-        notes.append(f"  no metrics.json yet (running or stopped): {', '.join(map(str, unfinished))}")
-    return "\n".join([line(header), sep, *map(line, body), *notes])
+        notes.append(f"no metrics.json yet (running or stopped): {', '.join(map(str, unfinished))}")
+    return markdown_table(header, body, left, notes)

@@ -62,23 +62,31 @@ def _fmt(value) -> str:
     return f"{value:.2f}"
 
 
+def markdown_table(
+    header: Sequence[str],
+    body: Sequence[Sequence[str]],
+    left: Iterable[int] = (0,),
+    notes: Iterable[str] = (),
+) -> str:
+    """Aligned markdown table: columns in ``left`` left-aligned, the others right; ``notes`` (deduplicated)
+    follow it, indented."""
+    left = set(left)
+    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
+
+    def line(cells):
+        padded = [c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep, *map(line, body), *(f"  {n}" for n in dict.fromkeys(notes))])
+
+
 def format_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[str] = ()) -> str:
     """Markdown table, one row per ``(label, metrics)``, columns from :data:`COLUMNS` present in any row."""
     cols = [(k, h) for k, h in COLUMNS if any(k in m for _, m in rows)]
     header = ["Run"] + [h for _, h in cols]
     body = [[label] + [_fmt(m.get(k)) for k, _ in cols] for label, m in rows]
-    widths = [max(len(r[j]) for r in [header] + body) for j in range(len(header))]
-
-    def line(cells):
-        return (
-            "| "
-            + " | ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
-            + " |"
-        )
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    notes = [f"  {n}" for n in dict.fromkeys(footnotes)]
-    return "\n".join([line(header), sep] + [line(r) for r in body] + notes)
+    return markdown_table(header, body, notes=footnotes)
 
 
 def footnotes(results: Iterable[dict]) -> list[str]:
