@@ -164,6 +164,8 @@ class PreferenceDataModule(LightningDataModule):
                 rows, encoder, self.policy, stats, on_bad_row=self.on_bad_row, label=label
             )
             log.info("%s (source=%s, template=%s)", summary(split, stats), self.source, encoder.template)
+            if stats["rows_read"] > 0 and not self.datasets[split]:  # every row skipped or moved away
+                raise DataError(f"{label}: split {split!r} has no usable row: {summary(split, stats)}")
         self._check_scored_splits()
 
     def _check_scored_splits(self) -> None:

@@ -10,8 +10,16 @@ data; ``HF_DATASETS_OFFLINE=1`` is honoured by ``datasets`` itself and a failed 
 says so.
 
 ``.jsonl`` files are also scanned line by line first, so a malformed line is reported
-as ``file: line N: malformed JSON`` (``datasets`` cannot name the line), and rows with
-inconsistent column types still reach the per-field checks.
+as ``file: line N: malformed JSON`` and a line that is not UTF-8 as ``file: line N: not
+UTF-8 text`` (``datasets`` cannot name the line; reasons ``malformed_json``, ``not_utf8``),
+and rows with inconsistent column types still reach the per-field checks. Files written by
+Windows editors read as intended: a UTF-8 byte-order mark is dropped and CRLF line ends are
+JSON whitespace.
+
+A split with no rows (an empty file) raises :class:`DataError` naming the file and split, and
+so does a split whose every row was skipped (with the skip counts): training on nothing is
+never a success. A pair whose ``chosen`` and ``rejected`` are identical is a bad row
+(reason ``identical_responses``): every pairwise loss has zero gradient on it.
 
 Scored pairs: a file (split) must score all its pairs or none; a mix raises
 :class:`DataError` naming the first row without ``chosen_score``/``rejected_score``.
@@ -30,6 +38,7 @@ Bad rows raise :class:`DataError` naming the source, row (and line) and field, o
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import os
@@ -40,7 +49,14 @@ from functools import partial
 from pathlib import Path
 
 from prefdistill.data import sources
-from prefdistill.data.records import DataError, PairRecord, Record, RowError, convert
+from prefdistill.data.records import (
+    DataError,
+    PairRecord,
+    Record,
+    RowError,
+    check_distinct_pair,
+    convert,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,24 +135,62 @@ def _local_file(path: Path, split: str) -> Path:
     raise DataError(f"{path}: no file for split {split!r} (looked for {split}.jsonl|.json|.parquet)")
 
 
+class _LineError(ValueError):
+    """A JSONL line that is not a row; ``reason`` is the skip counter key."""
+
+    def __init__(self, reason: str, problem: str):
+        super().__init__(problem)
+        self.reason = reason
+
+
+def _decode_line(raw: bytes, line_no: int) -> str:
+    """One JSONL line as text: UTF-8, with a byte-order mark on line 1 dropped (Windows editors write
+    one; ``datasets`` drops it too). Line ends, LF or CRLF, are JSON whitespace. Bytes that are not
+    UTF-8 raise ``UnicodeDecodeError``."""
+    if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    return raw.decode("utf-8")
+
+
+def _parse_line(raw: bytes, line_no: int) -> dict | None:
+    """The JSON object on one line, None for a blank line; ``_LineError`` naming the problem otherwise."""
+    try:
+        line = _decode_line(raw, line_no)
+    except UnicodeDecodeError as err:
+        raise _LineError(
+            "not_utf8",
+            f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); save the file as UTF-8",
+        ) from err
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError as err:
+        raise _LineError("malformed_json", f"malformed JSON: {err}") from err
+    if not isinstance(row, dict):
+        raise _LineError(
+            "malformed_json", f"malformed JSON: expected a JSON object, got {type(row).__name__}"
+        )
+    return row
+
+
 def _scan_jsonl(file: Path, on_bad_row: str, skipped: Counter) -> tuple[list[dict], list[int]]:
+    """Every JSON object of a ``.jsonl`` file with its line number; a line that is not UTF-8 or not a
+    JSON object raises a ``DataError`` naming file and line, or (skip) is counted under its reason."""
     rows, lines = [], []
-    with open(file, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(file, "rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
             try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-            except ValueError as err:
-                msg = f"{file}: line {line_no}: malformed JSON: {err}"
+                row = _parse_line(raw, line_no)
+            except _LineError as err:
+                msg = f"{file}: line {line_no}: {err}"
                 if on_bad_row == "error":
-                    raise DataError(msg) from err
-                note_skip(skipped, "malformed_json", msg)
+                    raise DataError(msg + " (set data.on_bad_row=skip to skip and count such lines)") from err
+                note_skip(skipped, err.reason, msg)
                 continue
-            rows.append(row)
-            lines.append(line_no)
+            if row is not None:
+                rows.append(row)
+                lines.append(line_no)
     return rows, lines
 
 
@@ -159,8 +213,10 @@ def read_rows(location: str, split: str, hub_kwargs: dict, on_bad_row: str, skip
     builder = _EXTENSIONS.get(file.suffix)
     if builder is None:
         raise DataError(f"{file}: unsupported file type (use .jsonl, .json or .parquet)")
+    skipped_before = sum(skipped.values())
     scanned, lines = _scan_jsonl(file, on_bad_row, skipped) if file.suffix == ".jsonl" else (None, None)
-    if scanned is not None and skipped.get("malformed_json"):
+    if scanned is not None and (not scanned or sum(skipped.values()) > skipped_before):
+        # empty, or lines datasets cannot read: the scanned rows are the rows
         return str(file), scanned, lines
     try:
         return str(file), _load(builder, data_files=str(file)), lines
@@ -213,16 +269,30 @@ def load_records(
         raise DataError(f"source {source!r} needs data.path (a .jsonl/.json/.parquet file or a folder)")
     stats = stats if stats is not None else {}
     skipped = stats.setdefault("rows_skipped", Counter())
-    malformed_before = skipped.get("malformed_json", 0)
+    skipped_before = sum(skipped.values())
     hub_kwargs = {spec.name_kw: name or spec.name} if (name or spec.name) and source != "shipped" else {}
     label, rows, lines = read_rows(str(location), split, hub_kwargs, on_bad_row, skipped)
-    stats["rows_read"] = stats.get("rows_read", 0) + skipped.get("malformed_json", 0) - malformed_before
+    unreadable = sum(skipped.values()) - skipped_before  # lines skipped before they were rows
+    stats["rows_read"] = stats.get("rows_read", 0) + unreadable
+    if len(rows) == 0 and not unreadable:
+        raise DataError(f"{label}: split {split!r} is empty: no rows to read")
     mapper, id_column = spec.mapper, None
     if spec.mapper is sources.local:
         columns = {**(spec.fields or {}), **(fields or {})}
         mapper = partial(spec.mapper, record_type=record_type, fields=columns)
         id_column = columns.get("id", "id")
-    return _map_rows(rows, mapper, record_type, (label, lines), on_bad_row, limit, stats, id_column)
+    records = _map_rows(rows, mapper, record_type, (label, lines), on_bad_row, limit, stats, id_column)
+    if not records and limit != 0:
+        raise DataError(
+            f"{label}: split {split!r} has no usable row: {summarize_skips(stats['rows_skipped'])}"
+        )
+    return records
+
+
+def summarize_skips(skipped: Counter) -> str:
+    """``'3 skipped (malformed_json=1, not_utf8=2)'``."""
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items()) if v)
+    return f"{sum(skipped.values())} skipped" + (f" ({reasons})" if reasons else "")
 
 
 def _map_rows(
@@ -239,6 +309,8 @@ def _map_rows(
         stats["rows_read"] = stats.get("rows_read", 0) + 1
         try:
             record = convert(mapper(row, i), record_type)
+            if isinstance(record, PairRecord):
+                check_distinct_pair(record.chosen, record.rejected)
             if id_column is not None and row.get(id_column) is not None:
                 _check_unique_id(record.id, i, id_column, first_row, origin[1])
             out.append((i, record))

@@ -162,6 +162,18 @@ def check_responses(value: Any, field: str = "responses") -> list[str]:
     return [require_text({f"{field}[{j}]": r}, f"{field}[{j}]") for j, r in enumerate(value)]
 
 
+def check_distinct_pair(chosen: str, rejected: str) -> None:
+    """A pair's two responses must differ: with ``chosen == rejected`` the margin of every pairwise
+    loss (DPO's ``h``, SimPO's ``A_w - A_l``, ...) is the same function of the weights on both sides,
+    so the pair contributes a zero gradient and trains nothing, silently."""
+    if chosen == rejected:
+        raise RowError(
+            "rejected",
+            "identical to 'chosen' (a pair with no preference trains nothing)",
+            "identical_responses",
+        )
+
+
 def row_id(row: dict, default: str, key: str = "id") -> str:
     value = row.get(key)
     return default if value is None else str(value)
