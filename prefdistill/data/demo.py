@@ -2,7 +2,11 @@
 
 Seven templated task families -- arithmetic, capitals, opposites, unit conversions,
 spelling/counting, everyday facts and one-sentence summaries -- each with varied
-prompt phrasings. ``chosen`` is always the correct answer in one concise, polite
+prompt phrasings. Every ``demo`` row carries its ``family`` (the id's third part: ``arith``,
+``capital``, ``opposite``, ``convert``, ``letters``, ``first``, ``reverse``, ``fact``, ``summary``) and
+the ``answer`` an exact-match check compares with (:mod:`prefdistill.eval.exact_match`): the number
+(``"18"``, ``"2400"`` for 24 meters in centimeters, ``"6"`` letters), the word (``"Paris"``, ``"cold"``,
+``"elppa"``) or the letter (``"a"``); ``null`` for facts and summaries, whose answers are free text. ``chosen`` is always the correct answer in one concise, polite
 style; ``rejected`` is a plausible wrong answer (about 60%) or a rude, unhelpful or
 off-topic reply (about 40%). The signal is clear and consistent, so a few dozen DPO
 steps on a small instruct model raise held-out reward accuracy and margin. Prompts
@@ -85,7 +89,8 @@ def arithmetic(rng: random.Random):
         res = OPS[op](a, b)
         prompt = rng.choice(["What is {a} {o} {b}?", "Calculate {a} {o} {b}.", "What is {a} {w} {b}?"])
         prompt = prompt.format(a=a, b=b, o=op, w=OP_WORDS[op])
-        yield "arith", prompt, f"{a} {op} {b} = {res}.", f"{a} {op} {b} = {_off_by(rng, res)}.", str(res)
+        right, wrong = f"{a} {op} {b} = {res}.", f"{a} {op} {b} = {_off_by(rng, res)}."
+        yield "arith", prompt, right, wrong, str(res), str(res)
 
 
 def capitals(rng: random.Random):
@@ -105,6 +110,7 @@ def capitals(rng: random.Random):
             prompt.format(c=country),
             f"The capital of {country} is {capital}.",
             (f"The capital of {country} is {wrong}."),
+            capital,
             capital,
         )
 
@@ -126,6 +132,7 @@ def opposites(rng: random.Random):
             f"The opposite of '{word}' is '{F.OPPOSITES[word]}'.",
             (f"The opposite of '{word}' is '{wrong}'."),
             F.OPPOSITES[word],
+            F.OPPOSITES[word],
         )
 
 
@@ -138,7 +145,8 @@ def conversions(rng: random.Random):
         )
         wrong = n * factor // rng.choice([10, 2]) if rng.random() < 0.5 else n * factor + factor
         right = f"{n * factor} {small}"
-        yield "convert", prompt, f"{n} {big} is {right}.", f"{n} {big} is {wrong} {small}.", right
+        chosen, rejected = f"{n} {big} is {right}.", f"{n} {big} is {wrong} {small}."
+        yield "convert", prompt, chosen, rejected, right, str(n * factor)
 
 
 def spelling(rng: random.Random):
@@ -151,6 +159,7 @@ def spelling(rng: random.Random):
             f"The word '{word}' has {len(word)} letters.",
             f"The word '{word}' has {len(word) + rng.choice([-2, -1, 1, 2])} letters.",
             str(len(word)),
+            str(len(word)),
         )
         first_wrong = rng.choice([c for c in "bcdfghklmnprstw" if c != word[0]])
         yield (
@@ -159,6 +168,7 @@ def spelling(rng: random.Random):
             f"The first letter of '{word}' is '{word[0]}'.",
             (f"The first letter of '{word}' is '{first_wrong}'."),
             f"'{word[0]}'",
+            word[0],
         )
         yield (
             "reverse",
@@ -166,12 +176,13 @@ def spelling(rng: random.Random):
             f"'{word}' backwards is '{word[::-1]}'.",
             (f"'{word}' backwards is '{word[::-1][1:] + word[-1]}'."),
             word[::-1],
+            word[::-1],
         )
 
 
 def facts(rng: random.Random):
     for question, right, wrong in F.FACTS:
-        yield "fact", question, right, wrong, None  # no short form: left out of demo_lists
+        yield "fact", question, right, wrong, None, None  # no short form: left out of demo_lists and exact match
 
 
 def summaries(rng: random.Random):
@@ -191,6 +202,7 @@ def summaries(rng: random.Random):
             f"{name} went to the {place} to {act}.",
             f"{name} went to the {other_place} to {other_act}.",
             f"{name} went to the {place}.",
+            None,  # free text: no exact-match answer
         )
 
 
@@ -199,16 +211,17 @@ FAMILIES = [arithmetic, capitals, opposites, conversions, spelling, facts, summa
 
 def task_splits(seed: int = SEED) -> dict[str, list[dict]]:
     """The demo rows with what the derived sets need: ``kind``, ``wrong`` (the plausible wrong
-    answer, also when ``rejected`` is rude) and ``terse`` (bare correct answer, or ``None``)."""
+    answer, also when ``rejected`` is rude), ``terse`` (bare correct answer, or ``None``) and
+    ``answer`` (the exact-match ground truth, or ``None``)."""
     rng = random.Random(seed)
     rows, seen = [], set()
     for family in FAMILIES:
-        for kind, prompt, chosen, wrong, terse in family(rng):
+        for kind, prompt, chosen, wrong, terse, answer in family(rng):
             if prompt in seen:
                 continue
             seen.add(prompt)
             rows.append({"kind": kind, "prompt": prompt, "chosen": chosen, "rejected": _bad(rng, wrong)})
-            rows[-1].update(wrong=wrong, terse=terse)
+            rows[-1].update(wrong=wrong, terse=terse, answer=answer)
     rng.shuffle(rows)
     total = sum(SPLIT_SIZES.values())
     if len(rows) < total:
@@ -222,9 +235,13 @@ def task_splits(seed: int = SEED) -> dict[str, list[dict]]:
 
 
 def generate(seed: int = SEED) -> dict[str, list[dict]]:
-    """The ``demo`` splits: unique prompts, shuffled, then cut into train/validation/test."""
+    """The ``demo`` splits: unique prompts, shuffled, then cut into train/validation/test; each row also
+    carries its task ``family`` and the exact-match ``answer`` (``None`` for facts and summaries)."""
     keys = ("id", "prompt", "chosen", "rejected")
-    return {split: [{k: r[k] for k in keys} for r in rows] for split, rows in task_splits(seed).items()}
+    return {
+        split: [{**{k: r[k] for k in keys}, "family": r["kind"], "answer": r["answer"]} for r in rows]
+        for split, rows in task_splits(seed).items()
+    }
 
 
 DATASETS = {  # shipped folder -> generator of its splits

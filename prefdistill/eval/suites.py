@@ -5,7 +5,10 @@ An :class:`EvalSuite` is built by Hydra from a suite file (config keys = constru
 scores given outputs, so the scoring is testable on plain texts without any generation:
 
 * ``task: pairs`` -- a preference dataset's test split; the reference is the chosen response
-  (TL;DR reference summary, HH chosen response). Word count, ROUGE-1/2/L, scorer win rates.
+  (TL;DR reference summary, HH chosen response). Word count, ROUGE-1/2/L, scorer win rates, and with
+  ``exact_match: true`` the exact-match accuracy per task family and overall, against the ``answer``
+  and ``family`` fields of the split's jsonl rows (:mod:`~prefdistill.eval.exact_match`; the shipped
+  demo rows carry them).
 * ``task: gsm8k`` -- ``openai/gsm8k`` main/test in the ZeroEval zero-shot JSON format; accuracy.
 * ``task: alpacaeval`` -- the 805 AlpacaEval instructions; ``model_outputs.json`` export only.
 
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prefdistill.data.records import Prompt
+from prefdistill.eval import exact_match as EM
 from prefdistill.eval import metrics as M
 from prefdistill.eval.reward import prompt_text
 
@@ -53,8 +57,9 @@ class Example:
     id: str
     prompt: Prompt
     reference: str | None = None
-    gold: str | None = None  # GSM8K gold number
+    gold: str | None = None  # GSM8K gold number; the exact-match answer (None: not verifiable)
     dataset: str = ""  # AlpacaEval source subset
+    family: str | None = None  # exact-match task family
 
 
 @dataclass
@@ -67,6 +72,7 @@ class EvalSuite:
     batch_size: int = 16
     generation: dict = field(default_factory=dict)  # SamplingParams fields
     rouge: bool = True
+    exact_match: bool = False  # task pairs: accuracy against the rows' `answer` / `family` fields
     teacher_win_rate: bool = True  # generate with the teacher (when there is one) for the T-S win rate
     reward: object | None = None
     offline: Callable | None = None  # partial: offline(model_spec=...) -> scorer
@@ -78,6 +84,8 @@ class EvalSuite:
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"eval task must be one of {TASKS}, got {self.task!r}")
+        if self.exact_match and self.task != "pairs":
+            raise ValueError(f"eval suite {self.name!r}: exact_match needs task 'pairs', got {self.task!r}")
 
     # --- prompts --------------------------------------------------------------------------------
     def load_examples(self) -> list[Example]:
@@ -114,15 +122,33 @@ class EvalSuite:
             d.get("source", "shipped"), d.get("split", "test"), path=d.get("path"), name=d.get("name"),
             record_type=record_type, fields=d.get("fields"), on_bad_row=d.get("on_bad_row", "error"),
         )  # fmt: skip
+        truths = EM.load_truths(self._split_file(d)) if self.exact_match else {}
         out = []
         for i, rec in records:
             if d.get("single_turn_only") and not isinstance(rec.prompt, str) and len(rec.prompt) > 1:
                 continue
             reference = rec.response if record_type == "sft" else rec.chosen
-            out.append(Example(rec.id or str(i), rec.prompt, reference))
+            rid = rec.id or str(i)
+            family, answer = truths.get(rid, (None, None))
+            if self.exact_match and rid not in truths:
+                raise ValueError(f"{self._split_file(d)}: no row with id {rid!r}: exact match cannot grade it")
+            out.append(Example(rid, rec.prompt, reference, gold=answer, family=family))
             if limit and len(out) >= limit:
                 break
         return out
+
+    def _split_file(self, d: dict):
+        """The jsonl file of the evaluated split (shipped or local data: where the answers are stored)."""
+        from pathlib import Path
+
+        from prefdistill.data.loading import shipped_dir
+
+        source, split = d.get("source", "shipped"), d.get("split", "test")
+        if source not in ("shipped", "local"):
+            raise ValueError(f"eval suite {self.name!r}: exact_match reads the answers from a shipped or "
+                             f"local jsonl split, not from data source {source!r}")  # fmt: skip
+        root = Path(d["path"]).expanduser() if d.get("path") else shipped_dir(d.get("name"))
+        return root if root.is_file() else root / f"{split}.jsonl"
 
     # --- scoring --------------------------------------------------------------------------------
     def score(
@@ -144,6 +170,12 @@ class EvalSuite:
         if self.task == "pairs" and self.rouge:
             per.update(M.rouge(outputs, refs))
             metrics.update({k: sum(per[k]) / max(len(outputs), 1) for k in M.ROUGE_KEYS})
+        if self.exact_match:
+            em, details["exact_match"], per["exact_match"] = EM.score(
+                [ex.family for ex in examples], [ex.gold for ex in examples], outputs,
+                [ex.prompt for ex in examples], n_boot=self.n_boot, seed=self.seed,
+            )  # fmt: skip
+            metrics.update(em)
         if self.task == "gsm8k":
             graded = [M.gsm8k_correct(o, ex.gold) for o, ex in zip(outputs, examples)]
             per["correct"] = [c for c, _ in graded]

@@ -1,18 +1,51 @@
 """Loss registry. ``get_loss(name, **hparams)`` -> a pure function with declared needs.
 
-Importing this package registers every loss family module listed below.
+Every module of this package is imported here, so each registers its losses on import: a new loss
+module is found without editing any list. A module that fails to import fails loudly here.
 """
 
-# Family modules register on import. Keep this list in sync with the files.
-from prefdistill.losses import divergence, listwise, minillm, pairwise, plad, reference_free  # noqa: F401,E402
+import importlib
+import pkgutil
+
+from prefdistill.losses.inputs import (
+    INPUTS_BY_KIND,
+    ListwiseInputs,
+    PairwiseInputs,
+    RewardInputs,
+    TokenInputs,
+    UnpairedInputs,
+)
 from prefdistill.losses.registry import (
+    ALIASES,
     KNOWN_NEEDS,
     REGISTRY,
     Loss,
     LossOutput,
+    LossSpec,
     get_loss,
     list_losses,
     register,
+    resolve_name,
 )
 
-__all__ = ["KNOWN_NEEDS", "REGISTRY", "Loss", "LossOutput", "get_loss", "list_losses", "register"]
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "ALIASES",
+    "INPUTS_BY_KIND",
+    "KNOWN_NEEDS",
+    "REGISTRY",
+    "ListwiseInputs",
+    "Loss",
+    "LossOutput",
+    "LossSpec",
+    "PairwiseInputs",
+    "RewardInputs",
+    "TokenInputs",
+    "UnpairedInputs",
+    "get_loss",
+    "list_losses",
+    "register",
+    "resolve_name",
+]

@@ -46,14 +46,16 @@ and ``kd/ce`` (CE_b, when labels are given).
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from prefdistill.losses.inputs import TokenInputs
 from prefdistill.losses.registry import LossOutput, register
+from prefdistill.losses.terms import check_range
 
 _NEEDS = frozenset({"teacher", "token_logps"})
 _LOG_FLOOR = -1e30  # finite stand-in for log 0: exp() is exactly 0, differences stay finite
@@ -102,11 +104,6 @@ def _srkl(lp, lq, alpha):
     return _kl(lq, _log_mix(lp, lq, 1.0 - alpha))
 
 
-def _check_range(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-
-
 def _selected_logprobs(student_rows, mask, teacher_logits, topk_logps, topk_ids, temperature):
     """Teacher / student log-probs (N, V or k) at the N masked positions, float32, floored.
 
@@ -126,25 +123,19 @@ def _selected_logprobs(student_rows, mask, teacher_logits, topk_logps, topk_ids,
     return lp, lq
 
 
-def _token_kd(
-    divergence: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    student_logits,
-    mask,
-    labels,
-    teacher_logits,
-    teacher_topk_logps,
-    teacher_topk_ids,
-    temperature: float,
-    kd_ratio: float,
+def token_kd(
+    divergence: Callable[..., torch.Tensor], x: TokenInputs, *, temperature: float, kd_ratio: float, **div_kw
 ) -> LossOutput:
     """The one shared mask-and-normalise path: per-token D -> per-example token mean, CE mix."""
     if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    _check_range("kd_ratio", kd_ratio)
-    mask = mask.bool()
-    student_rows = student_logits[mask].float()  # (N, V): only distilled positions are computed
+        raise ValueError(f"loss {x.loss_name!r}: temperature must be > 0, got {temperature}")
+    check_range(x.loss_name, "kd_ratio", kd_ratio, 0.0, 1.0)
+    for name, value in div_kw.items():
+        check_range(x.loss_name, name, value, 0.0, 1.0)
+    mask = x.mask.bool()
+    student_rows = x.student_logits[mask].float()  # (N, V): only distilled positions are computed
     lp, lq = _selected_logprobs(
-        student_rows, mask, teacher_logits, teacher_topk_logps, teacher_topk_ids, temperature
+        student_rows, mask, x.teacher_logits, x.teacher_topk_logps, x.teacher_topk_ids, temperature
     )
     rows = mask.nonzero(as_tuple=True)[0]  # example index of each selected position
     count = mask.sum(-1).clamp_min(1).float()
@@ -152,13 +143,12 @@ def _token_kd(
     def per_example(tok: torch.Tensor) -> torch.Tensor:
         return tok.new_zeros(mask.shape[0]).index_add(0, rows, tok) / count
 
-    kd = temperature**2 * per_example(divergence(lp, lq))
+    kd = temperature**2 * per_example(divergence(lp, lq, **div_kw))
     metrics = {"kd/divergence": kd.detach()}
     loss = kd_ratio * kd
-    if labels is not None:
+    if x.labels is not None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and kd_ratio < 1.0):
-            ce_tok = F.cross_entropy(student_rows, labels[mask].long(), reduction="none")
-            ce = per_example(ce_tok)
+            ce = per_example(F.cross_entropy(student_rows, x.labels[mask].long(), reduction="none"))
         metrics["kd/ce"] = ce.detach()
         if kd_ratio < 1.0:
             loss = loss + (1.0 - kd_ratio) * ce
@@ -167,113 +157,32 @@ def _token_kd(
     return LossOutput(loss, metrics)
 
 
-# ---------------------------------------------------------------- registered losses
-# Every loss has the same tensor inputs (positional-or-keyword) and keyword-only hparams.
+# ---------------------------------------------------------------- registered losses: one table
+_KD = {"temperature": 1.0, "kd_ratio": 1.0}
+_FAMILY = [  # name, divergence D(p, q), its own hyper-parameters, summary, source
+    ("kd_fkl", _fkl, {}, "Forward KL(p_T ‖ q_S), token mean per example",
+     "Hinton et al. 2015; DistiLLM/MiniLLM forward_kl"),
+    ("kd_rkl", _rkl, {}, "Reverse KL(q_S ‖ p_T), token mean per example",
+     "MiniLLM's single-step term (Gu et al., ICLR 2024); f-distill RKL"),
+    ("kd_tvd", _tvd, {}, "Total variation ½Σ|p_T − q_S|, token mean per example",
+     "f-distill (Wen et al., ACL 2023)"),
+    ("kd_jsd", _jsd, {"beta": 0.5}, "Generalized JSD_β (endpoints special-cased), token mean per example",
+     "GKD (Agarwal et al., ICLR 2024); TRL generalized_jsd_loss"),
+    ("kd_skl", _skl, {"alpha": 0.1}, "Skew KL(p_T ‖ αp_T + (1−α)q_S), token mean per example",
+     "DistiLLM (Ko et al., ICML 2024) distillm/losses.py"),
+    ("kd_srkl", _srkl, {"alpha": 0.1}, "Skew reverse KL(q_S ‖ (1−α)p_T + αq_S), token mean per example",
+     "DistiLLM (Ko et al., ICML 2024) distillm/losses.py"),
+]
 
 
-@register("kd_fkl", needs=_NEEDS, kind="token")
-def kd_fkl(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Forward KL(p_T ‖ q_S) (Hinton KD), token mean per example; see the module docstring."""
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(_fkl, *tensors, temperature, kd_ratio)
+def _check_unit_interval(hp: dict) -> None:
+    for key in ("kd_ratio", "beta", "alpha"):
+        if key in hp:
+            check_range("token KD", key, hp[key], 0.0, 1.0)
 
 
-@register("kd_rkl", needs=_NEEDS, kind="token")
-def kd_rkl(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Reverse KL(q_S ‖ p_T), token mean per example; see the module docstring."""
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(_rkl, *tensors, temperature, kd_ratio)
-
-
-@register("kd_tvd", needs=_NEEDS, kind="token")
-def kd_tvd(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Total variation ½Σ|p_T − q_S|, token mean per example; see the module docstring."""
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(_tvd, *tensors, temperature, kd_ratio)
-
-
-@register("kd_jsd", needs=_NEEDS, kind="token")
-def kd_jsd(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    beta: float = 0.5,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Generalized JSD_β (GKD / TRL convention, endpoints special-cased), token mean per example."""
-    _check_range("beta", beta)
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(functools.partial(_jsd, beta=beta), *tensors, temperature, kd_ratio)
-
-
-@register("kd_skl", needs=_NEEDS, kind="token")
-def kd_skl(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    alpha: float = 0.1,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Skew forward KL(p_T ‖ αp_T + (1−α)q_S) (DistiLLM), token mean per example."""
-    _check_range("alpha", alpha)
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(functools.partial(_skl, alpha=alpha), *tensors, temperature, kd_ratio)
-
-
-@register("kd_srkl", needs=_NEEDS, kind="token")
-def kd_srkl(
-    student_logits: torch.Tensor,
-    mask: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    teacher_logits: torch.Tensor | None = None,
-    teacher_topk_logps: torch.Tensor | None = None,
-    teacher_topk_ids: torch.Tensor | None = None,
-    *,
-    alpha: float = 0.1,
-    temperature: float = 1.0,
-    kd_ratio: float = 1.0,
-) -> LossOutput:
-    """Skew reverse KL(q_S ‖ (1−α)p_T + αq_S) (DistiLLM), token mean per example."""
-    _check_range("alpha", alpha)
-    tensors = (student_logits, mask, labels, teacher_logits, teacher_topk_logps, teacher_topk_ids)
-    return _token_kd(functools.partial(_srkl, alpha=alpha), *tensors, temperature, kd_ratio)
+for _name, _divergence, _extra, _summary, _source in _FAMILY:
+    register(
+        _name, kind="token", needs=_NEEDS, hparams={**_extra, **_KD}, summary=_summary, source=_source,
+        validate=_check_unit_interval,
+    )(partial(token_kd, _divergence))  # fmt: skip

@@ -29,6 +29,7 @@ import math
 
 import torch
 
+from prefdistill.losses.inputs import ListwiseInputs
 from prefdistill.losses.registry import LossOutput, register
 
 MAX_PD_LIST_SIZE = 8  # 8! = 40,320 rankings; 9! would be 362,880 per example.
@@ -64,21 +65,6 @@ def plackett_luce_logprobs(scores: torch.Tensor) -> torch.Tensor:
     return _ranking_logprob(scores[:, perms])
 
 
-def _scores(logps, lengths, teacher_scores, beta: float, loss: str):
-    """Student ``β·logps/lengths`` and detached teacher ``β·teacher_scores``, float32 (B, n)."""
-    for name, t in (("logps", logps), ("lengths", lengths), ("teacher_scores", teacher_scores)):
-        if t is None or t.dim() != 2:
-            raise ValueError(f"loss {loss!r}: {name!r} must be a (B, n) tensor")
-    if logps.shape != lengths.shape or logps.shape != teacher_scores.shape:
-        raise ValueError(
-            f"loss {loss!r}: logps {tuple(logps.shape)}, lengths {tuple(lengths.shape)} and "
-            f"teacher_scores {tuple(teacher_scores.shape)} must have the same (B, n) shape"
-        )
-    student = beta * logps.float() / lengths.float().clamp_min(1.0)
-    teacher = beta * teacher_scores.detach().float()
-    return student, teacher
-
-
 def _metrics(student: torch.Tensor, teacher: torch.Tensor) -> dict[str, torch.Tensor]:
     s, t = student.detach(), teacher.detach()
     return {
@@ -92,28 +78,31 @@ def _kl_to_mixture(log_p: torch.Tensor, log_m: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_m)).sum(-1)
 
 
-@register("pad_pd", needs={"scores"}, kind="listwise")
-def pad_pd(
-    logps: torch.Tensor,
-    lengths: torch.Tensor,
-    teacher_scores: torch.Tensor,
-    *,
-    beta: float = 10.0,
-) -> LossOutput:
+_SOURCE = "Gu et al., ACL Findings 2025 (arXiv 2502.14272); EganGu/PAD scripts/simpo_trainer.py loss_type={}"
+
+
+def _scores(x: ListwiseInputs, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student ``β·A_θ`` and detached teacher ``β·r_T``, float32 (B, n)."""
+    logps, lengths, teacher = x.checked()
+    return beta * logps / lengths, beta * teacher
+
+
+@register("pad_pd", kind="listwise", needs={"scores"}, hparams={"beta": 10.0}, source=_SOURCE.format("pd"))
+def pad_pd(x: ListwiseInputs, *, beta: float) -> LossOutput:
     """PAD probabilistic preference distillation: JSD between student and teacher PL, (B,).
 
     ``logps`` (B, n) are the student's summed response log-probs, ``lengths`` (B, n) the
     response token counts, ``teacher_scores`` (B, n) the teacher rewards r_T (detached).
     Raises ``ValueError`` for n > 8: use ``pad_rd`` or decompose the list.
     """
-    n = logps.shape[-1]
+    n = x.logps.shape[-1]
     if n > MAX_PD_LIST_SIZE:
         raise ValueError(
             f"pad_pd enumerates all n! rankings; n={n} gives {math.factorial(n):,} rankings per "
             f"example (limit n={MAX_PD_LIST_SIZE}). Use 'pad_rd' (O(n log n)) or decompose the "
             "list into sub-lists of at most 8 responses."
         )
-    student, teacher = _scores(logps, lengths, teacher_scores, beta, "pad_pd")
+    student, teacher = _scores(x, beta)
     log_ps = plackett_luce_logprobs(student)
     log_pt = plackett_luce_logprobs(teacher)
     log_m = torch.logaddexp(log_ps, log_pt) - math.log(2.0)
@@ -121,14 +110,8 @@ def pad_pd(
     return LossOutput(jsd, _metrics(student, teacher))
 
 
-@register("pad_rd", needs={"scores"}, kind="listwise")
-def pad_rd(
-    logps: torch.Tensor,
-    lengths: torch.Tensor,
-    teacher_scores: torch.Tensor,
-    *,
-    beta: float = 10.0,
-) -> LossOutput:
+@register("pad_rd", kind="listwise", needs={"scores"}, hparams={"beta": 10.0}, source=_SOURCE.format("rd"))
+def pad_rd(x: ListwiseInputs, *, beta: float) -> LossOutput:
     """PAD ranking distillation: ``−log P_S(τ*)``, τ* the teacher's descending order, (B,).
 
     Same inputs as :func:`pad_pd`. Not zero when student and teacher agree: the minimum
@@ -136,7 +119,7 @@ def pad_rd(
     adding a constant to the student scores and to any strictly increasing map of the
     teacher scores; with all student scores equal it is ``log n!``.
     """
-    student, teacher = _scores(logps, lengths, teacher_scores, beta, "pad_rd")
+    student, teacher = _scores(x, beta)
     order = torch.argsort(teacher, dim=-1, descending=True, stable=True)
     nll = -_ranking_logprob(student.gather(-1, order))
     return LossOutput(nll, _metrics(student, teacher))

@@ -19,6 +19,7 @@ import torch
 
 from prefdistill.models import gguf
 from prefdistill.models.hub import hub_reachable
+from prefdistill.models.prune import prune_layers
 from prefdistill.models.spec import ModelSpec
 from prefdistill.utils.atomic import atomic_dir
 
@@ -157,8 +158,11 @@ def load_model(spec: ModelSpec, *, trainable: bool = True) -> torch.nn.Module:
     """HF causal LM for ``spec``; PEFT-wrapped when ``spec.lora`` and ``trainable``.
 
     ``trainable=False`` gives a frozen copy (reference/teacher): eval mode, no grads, no LoRA.
+    ``spec.prune`` keeps only some decoder layers (``prune.py``), before LoRA is applied.
     """
     model = _random_init(spec) if spec.random_init is not None else _pretrained(spec)
+    if spec.prune is not None:
+        model = prune_layers(model, spec.prune["keep_layers"])
     if not trainable:
         model.requires_grad_(False)
         return model.eval()

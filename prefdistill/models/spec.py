@@ -9,6 +9,9 @@ Where the weights come from, in order:
 3. otherwise ``name_or_path`` as a local folder or a hub id; when the hub is unreachable and the model
    is not cached, ``offline_fallback`` names a GGUF shipped in a pip package (see ``gguf.py``).
 
+``prune`` (e.g. ``{keep_layers: every_3rd}``) keeps only some decoder layers of the loaded model
+(``prune.py``); it is part of ``identity()``.
+
 Tokenizer rule (``tokenizer``, default ``name_or_path``): an existing local folder wins; else a name
 of a folder under ``prefdistill/assets/tokenizers/`` (e.g. ``tiny``); else a hub id.
 """
@@ -64,9 +67,10 @@ class ModelSpec:
     lora: dict | None = None
     trust_remote_code: bool = False
     cache_dir: str | None = None
+    prune: dict | None = None
 
     def __post_init__(self) -> None:
-        for name in ("offline_fallback", "random_init", "lora"):
+        for name in ("offline_fallback", "random_init", "lora", "prune"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Mapping):
                 raise TypeError(f"ModelSpec.{name} must be a mapping or null, got {type(value).__name__}")
@@ -83,6 +87,10 @@ class ModelSpec:
                 raise ValueError(f"ModelSpec.offline_fallback is missing {sorted(missing)}")
         if self.lora is not None:
             self.lora = {**LORA_DEFAULTS, **self.lora}
+        if self.prune is not None:
+            from prefdistill.models.prune import check_prune
+
+            self.prune = check_prune(self.prune)
 
     # --- resolution -------------------------------------------------------------------------------
     @property
@@ -130,6 +138,8 @@ class ModelSpec:
 
             path = find_package_file(self.offline_fallback["package"], self.offline_fallback["gguf_file"])
             ident["offline_fallback"] = file_fingerprint(path) if path else dict(self.offline_fallback)
+        if self.prune is not None:
+            ident["prune"] = self.prune
         return ident
 
     def to_dict(self) -> dict:

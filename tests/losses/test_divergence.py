@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from bound import bound
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from prefdistill.losses import divergence as D
-from prefdistill.losses import get_loss
+from prefdistill.losses import divergence, get_loss
+
+# the registered losses, called with tensors and hyper-parameters in one keyword list
+D = SimpleNamespace(**{n: bound(n) for n in ("kd_fkl", "kd_rkl", "kd_tvd", "kd_jsd", "kd_skl", "kd_srkl")})
+D._fkl = divergence._fkl
 
 METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
 ALL = {

@@ -12,7 +12,17 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from prefdistill.losses import get_loss
-from prefdistill.losses.listwise import pad_pd, pad_rd, plackett_luce_logprobs
+from prefdistill.losses.listwise import plackett_luce_logprobs
+
+
+def _listwise(name):
+    def call(logps, lengths, teacher_scores, **hparams):
+        return get_loss(name, **hparams)(logps=logps, lengths=lengths, teacher_scores=teacher_scores)
+
+    return call
+
+
+pad_pd, pad_rd = _listwise("pad_pd"), _listwise("pad_rd")
 
 METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
 

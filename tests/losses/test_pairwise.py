@@ -122,10 +122,11 @@ def test_label_smoothing_zero_reduces_to_dpo():
 def test_robust_rejects_eps_ge_half(eps):
     with pytest.raises(ValueError, match="robust"):
         get_loss("robust", label_smoothing=eps)
+    from prefdistill.losses import PairwiseInputs
     from prefdistill.losses.pairwise import robust  # the bare function checks too
 
     with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
-        robust(**pair(), label_smoothing=eps)
+        robust(PairwiseInputs(**pair()), beta=0.1, label_smoothing=eps)
 
 
 def test_reference_free_dpo_equals_dpo_with_zero_reference():
@@ -204,16 +205,16 @@ def test_hinge_hand_worked_and_flat_beyond_margin():
 def test_rpo_hand_worked():
     """|y_w| = 5: NLL = -(-10)/5 = 2.  alpha = 1: 0.513015 + 2 = 2.513015; alpha = 0.5: 1.513015."""
     t = pair(lw=5.0)
-    out = get_loss("rpo", alpha=1.0)(**t)
+    out = get_loss("rpo", nll_weight=1.0)(**t)
     assert out.loss.item() == pytest.approx(SP_NEG + 2.0, abs=1e-5)
     assert out.metrics["nll/chosen"].item() == pytest.approx(2.0)
-    assert get_loss("rpo", alpha=0.5)(**t).loss.item() == pytest.approx(SP_NEG + 1.0, abs=1e-5)
+    assert get_loss("rpo", nll_weight=0.5)(**t).loss.item() == pytest.approx(SP_NEG + 1.0, abs=1e-5)
 
 
 def test_rpo_is_dpo_plus_alpha_nll():
     t = random_batch(7)
     for alpha in (0.0, 0.3, 1.0, 2.5):
-        rpo = get_loss("rpo", beta=0.2, alpha=alpha)(**t)
+        rpo = get_loss("rpo", beta=0.2, nll_weight=alpha)(**t)
         dpo = get_loss("dpo", beta=0.2)(**t)
         nll = -t["chosen_logps"] / t["chosen_lengths"]
         assert close(rpo.loss, dpo.loss + alpha * nll)

@@ -10,8 +10,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from prefdistill.losses import get_loss
-from prefdistill.losses.plad import plad_margin, plad_rank
+from bound import bound
 
+plad_rank, plad_margin = bound("plad_rank"), bound("plad_margin")
 METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
 
 

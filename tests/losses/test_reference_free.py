@@ -72,13 +72,13 @@ def test_simpo_gamma_shift():
     assert (losses[0] < losses[1]).all() and (losses[1] < losses[2]).all()
 
 
-def test_simpo_label_smoothing_and_sft_weight():
+def test_simpo_label_smoothing_and_nll_weight():
     """eps = 0.1: 0.9 log(1 + e^-0.5) + 0.1 log(1 + e^0.5) = 0.9*0.474077 + 0.1*0.974077 = 0.524077.
-    sft_weight = 0.5 adds 0.5 * (-A_w) = 0.5 * 1.5 = 0.75."""
+    nll_weight = 0.5 adds 0.5 * (-A_w) = 0.5 * 1.5 = 0.75."""
     ls = get_loss("simpo", label_smoothing=0.1)(**pair()).loss.item()
     assert ls == pytest.approx(0.9 * math.log1p(math.exp(-0.5)) + 0.1 * math.log1p(math.exp(0.5)), abs=1e-6)
     assert ls == pytest.approx(0.524077, abs=1e-6)
-    sw = get_loss("simpo", sft_weight=0.5)(**pair()).loss.item()
+    sw = get_loss("simpo", nll_weight=0.5)(**pair()).loss.item()
     assert sw == pytest.approx(0.474077 + 0.75, abs=1e-6)
 
 
@@ -103,8 +103,8 @@ def test_simper_hand_worked():
     assert out.metrics["reward/chosen"].item() == pytest.approx(-0.5)
     assert out.metrics["reward/rejected"].item() == pytest.approx(-2.0)
     assert out.metrics["reward/margin"].item() == pytest.approx(1.5)
-    # sft_weight = 1 adds -A_w = 0.5
-    assert get_loss("simper", sft_weight=1.0)(**pair(-2.0, -6.0, 4.0, 3.0)).loss.item() == pytest.approx(
+    # nll_weight = 1 adds -A_w = 0.5
+    assert get_loss("simper", nll_weight=1.0)(**pair(-2.0, -6.0, 4.0, 3.0)).loss.item() == pytest.approx(
         -0.471195 + 0.5, abs=1e-6
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -63,12 +64,13 @@ def test_needs_kind_and_signature(name):
     loss = get_loss(name)
     assert loss.needs == NEEDS[name]
     assert loss.kind == "pairwise"
-    params = inspect.signature(REGISTRY[name].fn).parameters
-    # all six tensor arguments are declared explicitly, none keyword-only (those are hparams), no **kw
-    assert list(params)[:6] == TENSOR_ARGS
-    assert all(params[a].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for a in TENSOR_ARGS)
-    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    assert set(loss.hparams) == {p for p in params if params[p].kind is inspect.Parameter.KEYWORD_ONLY}
+    # the public call's six tensors are the first fields of the kind's one input type
+    assert [f.name for f in dataclasses.fields(loss.inputs)][:6] == TENSOR_ARGS
+    # the function takes that input and its declared hyper-parameters, keyword-only, and nothing else
+    params = list(inspect.signature(REGISTRY[name].fn).parameters.values())
+    assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
+    assert set(loss.hparams) == {p.name for p in params[1:]} == set(REGISTRY[name].hparams)
 
 
 def test_dpo_reference_free_needs_only_rejected():

@@ -1,0 +1,42 @@
+"""Terms shared by several losses: the (label-smoothed) sigmoid loss and the reward metrics.
+
+Kept here, public, so every loss family imports them from one place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The shared reward metrics of a pair, all (B,) and detached."""
+    chosen, rejected = chosen.detach(), rejected.detach()
+    return {
+        "reward/chosen": chosen,
+        "reward/rejected": rejected,
+        "reward/margin": chosen - rejected,
+        "reward/accuracy": (chosen > rejected).float(),
+    }
+
+
+def smoothed_sigmoid_loss(z: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """cDPO form ``−(1−ε) log σ(z) − ε log σ(−z)``; ε = 0 is plain ``−log σ(z)``. (B,) -> (B,)."""
+    loss = -F.logsigmoid(z)
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-z)
+    return loss
+
+
+def check_choice(loss: str, name: str, value, choices) -> None:
+    """A clear ValueError when a string hyper-parameter is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"loss {loss!r}: {name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_range(loss: str, name: str, value: float, low: float, high: float, *, high_open: bool = False) -> None:
+    """A clear ValueError when ``value`` is outside ``[low, high]`` (or ``[low, high)``)."""
+    above = value >= high if high_open else value > high
+    if value < low or above:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"loss {loss!r}: {name} must be in [{low:g}, {high:g}{bracket}, got {value}")
