@@ -39,6 +39,28 @@ def test_sizes_and_split_by_prompt():
     assert not prompts["validation"] & prompts["test"]
 
 
+@pytest.mark.parametrize("split", list(demo.SPLIT_SIZES))
+def test_rows_carry_family_and_exact_match_answer(split):
+    rows = _rows("demo", split)
+    assert all(list(r) == ["id", "prompt", "chosen", "rejected", "family", "answer"] for r in rows)
+    assert all(r["family"] == r["id"].split("-")[2] for r in rows)
+    assert all((r["answer"] is None) == (r["family"] in ("fact", "summary")) for r in rows)
+    if split == "test":  # "Calculate 15 + 3." -> "15 + 3 = 18."
+        assert rows[0]["answer"] == "18" and rows[0]["chosen"] == "15 + 3 = 18."
+    for r in rows:  # the answer is what the chosen response states
+        if r["family"] in ("arith", "convert", "letters"):
+            assert r["answer"].isdigit() and r["answer"] in r["chosen"]
+        elif r["answer"] is not None:
+            assert r["answer"] in r["chosen"]
+
+
+def test_extra_fields_do_not_change_what_the_readers_see():
+    ((_, pair),) = load_records("shipped", "test", limit=1)
+    assert (pair.prompt, pair.chosen, pair.rejected, pair.id) == (
+        "Calculate 15 + 3.", "15 + 3 = 18.", "15 + 3 = 20.", "test-0000-arith"
+    )
+
+
 def test_task_families_and_rejection_kinds_are_mixed():
     rows = _rows("demo", "train")
     kinds = {r["id"].split("-")[2] for r in rows}
@@ -58,7 +80,7 @@ def test_shipped_source_reads_demo_and_sft_view():
 @pytest.mark.parametrize("split", list(demo.SPLIT_SIZES))
 def test_demo_scored_is_demo_plus_rouge_l(split):
     scored, pairs = _rows("demo_scored", split), _rows("demo", split)
-    assert [{k: r[k] for k in ("id", "prompt", "chosen", "rejected")} for r in scored] == pairs
+    assert [{k: v for k, v in r.items() if not k.endswith("_score")} for r in scored] == pairs
     assert all(r["chosen_score"] == 1.0 and 0.0 <= r["rejected_score"] < 1.0 for r in scored)
     rude = [r["rejected"] in demo.F.RUDE + demo.F.OFF_TOPIC for r in scored]
     bad = [r["rejected_score"] for r, is_rude in zip(scored, rude) if is_rude]
