@@ -96,6 +96,10 @@ BAD_ROWS = {
         {**_good(7), "id": "g0"},
         r"row 2 \(line 3\): field 'id': duplicate id 'g0', already used by row 0 \(line 1\)",
     ),
+    "identical_responses": (  # zero gradient for every pairwise loss: never trained on silently
+        {"id": "x", "prompt": "Hi?", "chosen": "Same.", "rejected": "Same."},
+        r"row 2 \(line 3\): field 'rejected': identical to 'chosen'",
+    ),
 }
 
 
@@ -121,9 +125,53 @@ def test_skip_counts_every_bad_row_and_truncates_long_prompts(tiny_cfg, tmp_path
         "wrong_type": 2,
         "empty_field": 2,
         "duplicate_id": 1,
+        "identical_responses": 1,
     }
     assert _total(stats, "rows_kept") == 20  # 19 good rows + the long one, truncated
     assert _total(stats, "prompts_truncated") == 1
+
+
+# ------------------------------------------------------------------------ files as a new user writes them
+def _jsonl_bytes(rows: list[dict], newline: bytes = b"\n") -> bytes:
+    return b"".join(json.dumps(r).encode() + newline for r in rows)
+
+
+def test_windows_editor_file_trains_on_every_row(tiny_cfg, tmp_path):
+    """UTF-8 byte-order mark + CRLF line ends (Notepad's "UTF-8 with BOM"): read as intended, in the
+    strict mode; no row lost, none skipped."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _jsonl_bytes([_good(i) for i in range(12)], b"\r\n"))
+    stats = _train_on(tiny_cfg, path)
+    assert_accounted(stats)
+    assert _total(stats, "rows_kept") == 12 and not _skipped(stats)
+
+
+def test_bytes_that_are_not_utf8_are_located_or_counted(tiny_cfg, tmp_path):
+    """A Latin-1 line (byte 0xe9 of 'café') among UTF-8 ones: an error naming file and line, not a bare
+    UnicodeDecodeError; with skip, one counted ``not_utf8`` row."""
+    latin1 = json.dumps({**_good(1), "prompt": "Un café?"}, ensure_ascii=False).encode("latin-1") + b"\n"
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(_jsonl_bytes([_good(0)]) + latin1 + _jsonl_bytes([_good(i) for i in range(2, 12)]))
+    with pytest.raises(DataError, match=r"pairs\.jsonl: line 2: not UTF-8 text \(byte 0xe9"):
+        _train_on(tiny_cfg, path)
+    stats = _train_on(tiny_cfg, path, "data.on_bad_row=skip")
+    assert_accounted(stats)
+    assert stats["train"]["rows_read"] == 12 and _skipped(stats) == {"not_utf8": 1}
+
+
+@pytest.mark.parametrize("on_bad_row", ["error", "skip"])
+def test_empty_data_file_is_an_error_not_a_run_on_nothing(tiny_cfg, tmp_path, on_bad_row):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("")
+    with pytest.raises(DataError, match=r"pairs\.jsonl: split 'train' is empty"):
+        _train_on(tiny_cfg, path, f"data.on_bad_row={on_bad_row}")
+    assert not list((tmp_path / "runs").glob("*/metrics.json")), "no run is reported"
+
+
+def test_split_whose_every_row_is_skipped_is_an_error(tiny_cfg, tmp_path):
+    rows = [{**_good(i), "rejected": _good(i)["chosen"]} for i in range(6)]
+    with pytest.raises(DataError, match=r"no usable row: 6 skipped \(identical_responses=6\)"):
+        _train_on(tiny_cfg, _write(tmp_path, rows), "data.on_bad_row=skip")
 
 
 @pytest.mark.parametrize("on_bad_row", ["error", "skip"])
