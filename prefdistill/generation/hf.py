@@ -124,9 +124,12 @@ class HFGenerator(Generator):
         A token prefix shared by every row (the chat template's system prompt; the whole prompt for
         ``n`` samples) is encoded once and its KV copied per row; the rest is left-padded after it, so
         the mask is ``[1] * shared + [0] * pad + [1] * rest`` and positions continue from ``shared``.
+        Not for models with windowed attention when the rests differ in length: their windows span
+        physical cache slots, so the padding gap would push real tokens out of a row's window.
         """
         shared = min(_common_prefix(prompt_ids), min(map(len, prompt_ids)) - 1) if len(prompt_ids) > 1 else 0
-        if shared < MIN_SHARED_PREFIX:
+        ragged = len({len(p) for p in prompt_ids}) > 1
+        if shared < MIN_SHARED_PREFIX or (ragged and _windowed_attention(self.model)):
             input_ids, mask = self._left_pad(prompt_ids)  # (B, T), (B, T)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
             logits, cache = self._forward(input_ids, mask, positions, None)
@@ -191,6 +194,13 @@ def _common_prefix(rows: list[list[int]]) -> int:
         if any(r[k] != first[k] for r in rows):
             return k
     return n
+
+
+def _windowed_attention(model) -> bool:
+    """Sliding-window (Mistral, Gemma-2/3, Qwen2 with windows) or local (GPT-Neo) attention layers."""
+    config = getattr(model, "config", None)
+    local = "local" in (getattr(config, "attention_layers", None) or [])
+    return getattr(config, "sliding_window", None) is not None or local
 
 
 def _config_eos(model) -> set[int]:

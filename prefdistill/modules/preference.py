@@ -98,8 +98,13 @@ class PreferenceModule(PolicyModule):
     def _reference_model(self):
         """The network that computes reference log-probs, in eval mode, without gradients."""
         if self.uses_lora:
-            with self.policy.disable_adapter():
-                yield self.policy
+            was_training = self.policy.training
+            self.policy.eval()  # no dropout: the base model as a frozen reference would run it
+            try:
+                with self.policy.disable_adapter():
+                    yield self.policy
+            finally:
+                self.policy.train(was_training)
         elif self.reference is not None:
             yield self.reference
         elif self.reference_spec is None and self.global_step == 0 and not self._restored:

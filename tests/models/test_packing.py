@@ -1,167 +1,198 @@
-"""Shared-prompt packed forward == separate padded forwards (values and gradients), per model family."""
+"""Shared-prompt packing mechanics: layouts, masks and windows worked by hand, groups of n responses,
+GPT-Neo's local window, fallbacks. Every family against the padded path: ``test_families.py``.
+
+Tolerance (fp32) as there: log-probs ``1e-5 + 1e-6 * |logp|``, gradients ``1e-5 + 1e-4 * |g|``.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from families import grads, list_batch, pair_batch, random_model
 
-from prefdistill.data.collate import collate_pairs
+from prefdistill.data.collate import collate_lists, collate_pairs
 from prefdistill.models import load_model, packing, response_logps
-from prefdistill.models.packing import block_mask, pack_pairs, shared_prompt_logps, unique_tokens
+from prefdistill.models.logprobs import naive_response_logps
+from prefdistill.models.packing import (
+    block_mask,
+    grouped_response_logps,
+    pack_groups,
+    shared_prompt_logps,
+    unique_tokens,
+)
 
-V = 624
-TINY = dict(vocab_size=V, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-# Tiny random-init configs (2 layers) of every family we ship configs for. Windows are set small
-# so the sliding-window masks are exercised (pairs below are up to ~20 tokens).
-CONFIGS = {
-    "gpt2": dict(n_embd=32, n_layer=2, n_head=4, n_positions=128),
-    "gpt_neo": dict(hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
-                    window_size=64, max_position_embeddings=128, intermediate_size=64),
-    "gemma2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                   head_dim=8, intermediate_size=64, sliding_window=5, max_position_embeddings=128),
-    "gemma3_text": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=8, intermediate_size=64, sliding_window=5, max_position_embeddings=128,
-                        layer_types=["sliding_attention", "full_attention"]),
-    "mistral": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                    intermediate_size=64, sliding_window=5, max_position_embeddings=128),
-    "qwen2": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  intermediate_size=64, max_position_embeddings=128),
-}  # fmt: skip
+LOGP_TOL = dict(atol=1e-5, rtol=1e-6)
+GRAD_TOL = dict(atol=1e-5, rtol=1e-4)
+FALLBACK = "shared-prompt forward unavailable"
 
 
-def _random_model(model_type: str, attn: str = "sdpa", **extra):
-    config = AutoConfig.for_model(model_type, **{**TINY, **CONFIGS.get(model_type, {}), **extra})
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=torch.float32)
-    return model.eval()  # no dropout: the two paths must see the same network
+@pytest.fixture(autouse=True)
+def _warn_afresh():
+    """Fallback warnings are once per process and reason: each test sees its own."""
+    packing._warned.clear()
 
 
-def _pairs(n: int = 3, seed: int = 0, prompt=(3, 7), response=(2, 8)) -> dict:
-    rng = random.Random(seed)
-
-    def ids(lo, hi):
-        return [rng.randrange(3, V) for _ in range(rng.randint(lo, hi))]
-
-    examples = [
-        {"prompt_ids": ids(*prompt), "chosen_ids": ids(*response), "rejected_ids": ids(*response), "index": i}
-        for i in range(n)
-    ]
-    return collate_pairs(examples, pad_token_id=0)
+def _rows(batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch["input_ids"], batch["attention_mask"], batch["labels"]
 
 
-def _padded(model, batch):
-    keys = ("input_ids", "attention_mask", "labels")
-    ids, mask, labels = (torch.cat([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys)
-    return response_logps(model, ids, mask, labels, chunk_size=7)
-
-
-def _grads(model, logps) -> dict[str, torch.Tensor]:
-    weights = torch.linspace(-1.0, 1.5, logps.shape[0])
-    model.zero_grad(set_to_none=True)
-    (logps * weights).sum().backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def _assert_same(model, batch, layout, grads=True):
-    got, got_n = shared_prompt_logps(model, batch, chunk_size=7, layout=layout)
-    want, want_n = _padded(model, batch)
-    assert got.dtype == torch.float32 and got.shape == want.shape
-    assert got_n.tolist() == want_n.tolist()
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
-    if grads:
-        g_got, g_want = _grads(model, got), _grads(model, _padded(model, batch)[0])
+def _assert_groups_match(model, batch, n, layout="rows", with_grads=True):
+    got, got_n = grouped_response_logps(model, *_rows(batch), n, chunk_size=7, layout=layout)
+    want, want_n = response_logps(model, *_rows(batch), chunk_size=7)
+    assert got.dtype == torch.float32 and got_n.tolist() == want_n.tolist()
+    torch.testing.assert_close(got, want, **LOGP_TOL)
+    if with_grads:
+        g_got, g_want = grads(model, got), grads(model, response_logps(model, *_rows(batch))[0])
         assert g_got.keys() == g_want.keys() and g_got
         for name in g_got:
-            torch.testing.assert_close(g_got[name], g_want[name], atol=1e-4, rtol=1e-3, msg=name)
+            torch.testing.assert_close(g_got[name], g_want[name], **GRAD_TOL, msg=name)
+
+
+def test_pack_layout_mask_and_window_by_hand():
+    """Prompt [5, 6], responses [7, 8, 9], [10], [11, 12] -> one row [5 6 7 8 9 10 11 12]."""
+    examples = [{"prompt_ids": [5, 6], "response_ids": [[7, 8, 9], [10], [11, 12]], "scores": [0, 0, 0], "index": 0}]
+    packed = pack_groups(*_rows(collate_lists(examples, pad_token_id=0)), 3, "rows")
+    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 10, 11, 12]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 2, 3]]  # every response restarts at 2
+    assert packed.part.tolist() == [[0, 0, 1, 1, 1, 2, 3, 3]]
+    # 7,8,9 from offsets 1,2,3; 10 and 11 from the last prompt token (1); 12 from 11 (offset 6)
+    assert packed.source.tolist() == [1, 2, 3, 1, 1, 6] and packed.targets.tolist() == [7, 8, 9, 10, 11, 12]
+    assert packed.owner.tolist() == [0, 0, 0, 1, 2, 2]
+    full = block_mask(packed)[0, 0].int().tolist()
+    assert full[7] == [1, 1, 0, 0, 0, 0, 1, 1]  # response 3 sees the prompt and itself only
+    assert full[5] == [1, 1, 0, 0, 0, 1, 0, 0]
+    assert full[4] == [1, 1, 1, 1, 1, 0, 0, 0]
+    # window 3 = positions q-2..q: token 12 (position 3) sees 6 (position 1) six physical slots back,
+    # and not 5 (position 0); response 1's tokens never count toward response 3's window.
+    windowed = block_mask(packed, window=3)[0, 0].int().tolist()
+    assert windowed[7] == [0, 1, 0, 0, 0, 0, 1, 1]
+    assert windowed[4] == [0, 0, 1, 1, 1, 0, 0, 0]  # token 9 (position 4): positions 2..4
+    assert windowed[5] == [1, 1, 0, 0, 0, 1, 0, 0]
+
+
+def test_pairs_pack_as_groups_of_two():
+    examples = [{"prompt_ids": [5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10], "index": 0}]
+    batch = collate_pairs(examples, pad_token_id=0)
+    packed = pack_groups(*packing.interleave_pairs(batch), 2)
+    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2]]
+    assert block_mask(packed)[0, 0, 5].int().tolist() == [1, 1, 0, 0, 0, 1]  # rejected never sees chosen
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+@pytest.mark.parametrize("model_type", ["llama", "mistral", "gpt_neo"])
+def test_groups_of_n_equal_padded(model_type, n, caplog):
+    """Ragged lists (responses of 1..12 tokens, windows of 8): values and gradients, no fallback."""
+    model = random_model(model_type)
+    with caplog.at_level(logging.WARNING):
+        _assert_groups_match(model, list_batch(b=3, n=n, seed=n), n)
+    assert FALLBACK not in caplog.text
 
 
 @pytest.mark.parametrize("layout", ["rows", "flat"])
-def test_tiny_llama_values_and_grads(tiny_spec, layout, caplog):
-    model = load_model(tiny_spec)  # the shipped tiny config (sdpa)
-    model.eval()
+def test_tiny_model_groups_and_pairs(tiny_spec, layout, caplog):
+    """The shipped tiny config: lists of 4 and pairs, both layouts."""
+    model = load_model(tiny_spec).eval()
     with caplog.at_level(logging.WARNING):
-        _assert_same(model, _pairs(), layout)
-    assert "shared-prompt forward unavailable" not in caplog.text
+        _assert_groups_match(model, list_batch(n=4, seed=9), 4, layout)
+        pairs = pair_batch(seed=3)
+        keys = ("input_ids", "attention_mask", "labels")
+        padded = response_logps(model, *(torch.cat([pairs[f"chosen_{k}"], pairs[f"rejected_{k}"]]) for k in keys))[0]
+        torch.testing.assert_close(shared_prompt_logps(model, pairs, layout=layout)[0], padded, **LOGP_TOL)
+    assert FALLBACK not in caplog.text
 
 
-def test_tiny_llama_lora(tiny_lora_spec):
+def test_tiny_lora_groups(tiny_lora_spec):
     model = load_model(tiny_lora_spec).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.1)
-    _assert_same(model, _pairs(seed=3), "rows")
+    _assert_groups_match(model, list_batch(n=3, seed=11), 3)
 
 
-@pytest.mark.parametrize("model_type", list(CONFIGS))
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_families_match_padded(model_type, attn, caplog):
-    try:
-        model = _random_model(model_type, attn)
-    except ValueError as err:  # gpt_neo and gemma2 have no sdpa attention in transformers 5.x
-        pytest.skip(str(err).splitlines()[0][:80])
-    with caplog.at_level(logging.WARNING):
-        _assert_same(model, _pairs(seed=1), "flat" if attn == "eager" else "rows")
-    assert "shared-prompt forward unavailable" not in caplog.text
+def test_flat_layout_is_padding_free(tiny_spec):
+    """Very unequal lengths: the flat layout holds every prompt once and every response, nothing else."""
+    model = load_model(tiny_spec).eval()
+    batch = list_batch(b=4, n=3, seed=7, prompt=(2, 12), response=(1, 15))
+    packed = pack_groups(*_rows(batch), 3, "flat")
+    assert packed.input_ids.shape == (1, unique_tokens(batch)) and (packed.segment >= 0).all()
+    with torch.no_grad():
+        _assert_groups_match(model, batch, 3, "flat", with_grads=False)
 
 
-def test_gpt_neo_local_window_too_short_falls_back(caplog):
-    model = _random_model("gpt_neo", "eager", window_size=6)
-    with caplog.at_level(logging.WARNING):
-        _assert_same(model, _pairs(seed=2), "rows", grads=False)  # equal, via the padded fallback
-    assert "'gpt_neo'" in caplog.text and "local window" in caplog.text
+def test_unique_tokens_by_hand():
+    lists = [{"prompt_ids": [5, 6, 7], "response_ids": [[8], [9, 10]], "scores": [0, 1], "index": 0}]
+    assert unique_tokens(collate_lists(lists, pad_token_id=0)) == 3 + 1 + 2
+    pairs = [{"prompt_ids": [5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10], "index": 0}]
+    assert unique_tokens(collate_pairs(pairs, pad_token_id=0)) == 2 + 3 + 1
+
+
+def test_rows_that_do_not_split_into_groups_raise():
+    batch = list_batch(b=2, n=3)
+    with pytest.raises(ValueError, match="6 rows do not split into groups of 4"):
+        pack_groups(*_rows(batch), 4)
+
+
+def test_gpt_neo_local_window_with_activation_checkpointing():
+    """Training mode with non-reentrant checkpointing: the recomputation in backward sees the same packed
+    mask, so the hooks apply the position window again and gradients equal the padded path's."""
+    model = random_model("gpt_neo")
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # GPT-Neo's dropouts are 0 in this config: train mode only turns checkpointing on
+    _assert_groups_match(model, list_batch(b=2, n=3, seed=5), 3)
+
+
+def test_gpt_neo_is_unchanged_after_a_packed_forward():
+    """The hooks restore the physical local window: plain forwards afterwards equal a fresh model's."""
+    model, fresh = random_model("gpt_neo"), random_model("gpt_neo")
+    batch = list_batch(n=4, seed=1)
+    row = [batch[k][-1:] for k in ("input_ids", "attention_mask", "labels")]
+    with torch.no_grad():
+        grouped_response_logps(model, *_rows(batch), 4)
+        torch.testing.assert_close(naive_response_logps(model, *row)[0], naive_response_logps(fresh, *row)[0])
+    local = packing._gpt_neo_local_layers(model)
+    assert local and all("physical_window_bias" not in layer.__dict__ for layer in local)
+    assert not torch.equal(local[0].bias, torch.ones_like(local[0].bias).tril())  # windowed again
+
+
+def test_gpt_neo_row_beyond_its_causal_buffer_falls_back(caplog):
+    model = random_model("gpt_neo", max_position_embeddings=40)
+    batch = list_batch(b=3, n=2, seed=3, prompt=(6, 6), response=(5, 6))  # flat row >= 48, each row <= 18
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        _assert_groups_match(model, batch, 2, "flat", with_grads=False)
+    assert "'gpt_neo'" in caplog.text and "max_position_embeddings" in caplog.text
 
 
 def test_unsupported_family_warns_once_and_falls_back(caplog):
-    model = _random_model("opt", hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
-                          word_embed_proj_dim=32, max_position_embeddings=128)  # fmt: skip
-    packing._warned.clear()
+    model = random_model("opt", "sdpa", hidden_size=32, num_hidden_layers=2, num_attention_heads=4, ffn_dim=64,
+                         word_embed_proj_dim=32, max_position_embeddings=128)  # fmt: skip
     with caplog.at_level(logging.WARNING):
-        _assert_same(model, _pairs(), "rows", grads=False)
-        shared_prompt_logps(model, _pairs(seed=5))
-    hits = [r for r in caplog.records if "shared-prompt forward unavailable" in r.getMessage()]
+        _assert_groups_match(model, list_batch(seed=2), 4, with_grads=False)
+        grouped_response_logps(model, *_rows(list_batch(seed=5)), 4)
+    hits = [r for r in caplog.records if FALLBACK in r.getMessage()]
     assert len(hits) == 1 and "'opt'" in hits[0].getMessage()
 
 
-def test_padding_free_flat_equals_rows_and_padded(tiny_spec):
-    """Very unequal lengths: the flat layout has no padding at all, and the same numbers."""
+def test_different_prompts_in_a_group_fall_back(tiny_spec, caplog):
     model = load_model(tiny_spec).eval()
-    batch = _pairs(n=4, seed=7, prompt=(2, 12), response=(1, 15))
-    packed = pack_pairs(batch, "flat")
-    assert packed.input_ids.shape == (1, unique_tokens(batch))  # every token is a real, unique token
-    assert (packed.segment >= 0).all()
-    with torch.no_grad():
-        flat, _ = shared_prompt_logps(model, batch, layout="flat")
-        rows, _ = shared_prompt_logps(model, batch, layout="rows")
-        want, _ = _padded(model, batch)
-    torch.testing.assert_close(flat, want, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(rows, want, atol=1e-4, rtol=1e-5)
+    batch = list_batch(n=3, seed=4)
+    batch["input_ids"][1, 0] += 1  # response 2 of prompt 1 has another prompt now
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        got, _ = grouped_response_logps(model, *_rows(batch), 3)
+        torch.testing.assert_close(got, response_logps(model, *_rows(batch))[0])
+    assert "different prompts" in caplog.text
 
 
-def test_pack_layout_and_mask():
-    examples = [{"prompt_ids": [5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10], "index": 0}]
-    batch = collate_pairs(examples, pad_token_id=0)
-    packed = pack_pairs(batch, "rows")
-    assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 10]]
-    assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2]]  # rejected restarts at the prompt end
-    # chosen tokens 7,8,9 predicted from offsets 1,2,3; rejected 10 from the last prompt token (offset 1)
-    assert packed.source.tolist() == [1, 2, 3, 1] and packed.targets.tolist() == [7, 8, 9, 10]
-    assert packed.owner.tolist() == [0, 0, 0, 1]
-    m = block_mask(packed)[0, 0].int().tolist()
-    assert m[5] == [1, 1, 0, 0, 0, 1]  # rejected sees prompt and itself, not chosen
-    assert m[4] == [1, 1, 1, 1, 1, 0]
-
-
-def test_different_prompts_fall_back(tiny_spec, caplog):
+def test_pairs_with_different_prompts_fall_back(tiny_spec, caplog):
     model = load_model(tiny_spec).eval()
-    batch = _pairs()
-    batch["rejected_input_ids"][0, 0] += 1  # not a shared prompt any more
+    batch = pair_batch()
+    batch["rejected_input_ids"][0, 0] += 1
     with caplog.at_level(logging.WARNING), torch.no_grad():
         got, _ = shared_prompt_logps(model, batch)
-        want, _ = _padded(model, batch)
+        keys = ("input_ids", "attention_mask", "labels")
+        want = response_logps(model, *(torch.cat([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys))[0]
     torch.testing.assert_close(got, want)
-    assert "prompts differ" in caplog.text
+    assert "different prompts" in caplog.text
