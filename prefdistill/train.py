@@ -96,6 +96,12 @@ def train(cfg: DictConfig) -> dict:
     teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
+    from prefdistill.preflight import check  # every model and data source resolves, memory fits
+
+    plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)
+    if cfg.get("preflight_only"):  # print the plan (stages, models, memory per device) and stop
+        print(plan.render())
+        return {}
     data_overrides = {}
     if cfg.get("pipeline"):
         policy_spec, teacher_spec, data_overrides = _run_pipeline(cfg, policy_spec, teacher_spec)
@@ -103,8 +109,10 @@ def train(cfg: DictConfig) -> dict:
     # plain containers: checkpoints stay weights_only-safe
     datamodule = instantiate(cfg.data, _convert_="all", **data_overrides)
     datamodule.connect(tokenizer)
-    # A partial, so the specs and the loss reach the constructor as objects, not configs.
-    module = instantiate(cfg.module, _partial_=True)(policy=policy_spec, loss=loss, teacher=teacher_spec)
+    # A partial, so the specs and the loss reach the constructor as objects, not configs. The teacher
+    # goes to the module only when the loss runs it; pipelines use it upstream otherwise.
+    models = {"policy": policy_spec, **({"teacher": teacher_spec} if "teacher" in loss.needs else {})}
+    module = instantiate(cfg.module, _partial_=True)(loss=loss, **models)
 
     loggers = instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(

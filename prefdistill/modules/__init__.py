@@ -1,4 +1,6 @@
-"""LightningModules. Each trains one family of losses (``Loss.kind``) and branches on ``Loss.needs``."""
+"""LightningModules. Each trains one kind of loss (``Loss.kind``) and branches on ``Loss.needs``."""
+
+from __future__ import annotations
 
 import inspect
 
@@ -7,12 +9,16 @@ from prefdistill.modules.distill import DistillModule
 from prefdistill.modules.listwise import ListwiseModule
 from prefdistill.modules.preference import PreferenceModule
 
-MODULES_BY_KIND = {"pairwise": PreferenceModule, "token": DistillModule, "listwise": ListwiseModule}
+MODULES_BY_KIND: dict[str, type[PolicyModule]] = {
+    "pairwise": PreferenceModule,
+    "token": DistillModule,
+    "listwise": ListwiseModule,
+}
+UNSET = (None, "auto")  # values of a module setting that mean "not set": the module's own default applies
 
-__all__ = ["MODULES_BY_KIND", "DistillModule", "ListwiseModule", "PolicyModule", "PreferenceModule"]
 
-
-def _accepted(cls) -> set[str]:
+def accepted_keys(cls: type) -> set[str]:
+    """The constructor arguments of ``cls`` and its bases (the config keys it takes)."""
     names = set()
     for klass in cls.__mro__:
         if "__init__" in vars(klass):
@@ -20,24 +26,40 @@ def _accepted(cls) -> set[str]:
     return names
 
 
-def build_module(*, loss, **kwargs) -> PolicyModule:
-    """The module that trains ``loss``, chosen by its kind (pairwise, token, listwise).
+def build_module(*, loss, **settings) -> PolicyModule:
+    """The module that trains ``loss``, chosen by its kind, with exactly the settings that module uses.
 
-    One ``configs/module`` node serves every kind: each module receives the keys it accepts
-    (e.g. ``forward`` and ``reference_cache`` only concern pairwise training); a key that no
-    module accepts is a typo and fails.
+    One ``configs/module`` node serves every kind. A setting that only another kind's module uses
+    must be left unset (``null`` or ``auto``): a value there would have no effect, so it is an error
+    naming the key and the kinds it belongs to; a key no module takes is a typo and fails too.
+    ``auto`` stands for the module's default (each module resolves it).
     """
     if loss.kind not in MODULES_BY_KIND:
-        raise ValueError(
-            f"no training module for {loss.kind!r} losses; known kinds: {sorted(MODULES_BY_KIND)}"
-        )
-    known = set().union(*(_accepted(c) for c in MODULES_BY_KIND.values()))
-    unknown = set(kwargs) - known
+        raise ValueError(f"no training module for {loss.kind!r} losses; known kinds: {sorted(MODULES_BY_KIND)}")
+    cls = MODULES_BY_KIND[loss.kind]
+    own = accepted_keys(cls)
+    owners = {kind: accepted_keys(c) for kind, c in MODULES_BY_KIND.items()}
+    known = set().union(*owners.values())
+    unknown = set(settings) - known
     if unknown:
         raise TypeError(f"unknown module arguments {sorted(unknown)}; modules accept {sorted(known)}")
-    cls = MODULES_BY_KIND[loss.kind]
-    accepted = _accepted(cls)
-    return cls(loss=loss, **{k: v for k, v in kwargs.items() if k in accepted})
+    for key in sorted(set(settings) - own):
+        if settings[key] not in UNSET:
+            kinds = sorted(kind for kind, keys in owners.items() if key in keys)
+            raise ValueError(
+                f"module.{key}={settings[key]!r} is a setting of {'/'.join(kinds)} losses, but {loss.name!r} "
+                f"is a {loss.kind} loss, whose module ({cls.__name__}) does not use it: remove the setting "
+                "(or set it to null)"
+            )
+    return cls(loss=loss, **{k: v for k, v in settings.items() if k in own})
 
 
-__all__ += ["build_module"]
+__all__ = [
+    "MODULES_BY_KIND",
+    "DistillModule",
+    "ListwiseModule",
+    "PolicyModule",
+    "PreferenceModule",
+    "accepted_keys",
+    "build_module",
+]

@@ -43,6 +43,7 @@ class PolicyModule(L.LightningModule):
         chunk_size: int = 1024,
         max_bad_steps: int = 10,
         optimizer_in_backward: bool = False,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         self.policy_spec = policy
@@ -52,6 +53,8 @@ class PolicyModule(L.LightningModule):
         self.chunk_size = chunk_size
         self.max_bad_steps = max_bad_steps
         self.optimizer_in_backward = optimizer_in_backward
+        self.cache_dir = cache_dir  # where caches set to `auto` live
+        self.loss_state = loss.initial_state()  # running state of a stateful loss (checkpointed)
         self._step_hooks: list = []
         self.policy: torch.nn.Module | None = None
         self.strict_loading = False  # checkpoints hold trainable weights only
@@ -130,6 +133,26 @@ class PolicyModule(L.LightningModule):
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.last_fit_validation_step = self.global_step
 
+    def auto_cache(self, setting: str | None, name: str) -> str | None:
+        """A cache folder setting: ``auto`` = ``<cache_dir>/<name>`` (no cache without a cache_dir), else
+        the setting itself (None = off)."""
+        if setting != "auto":
+            return setting
+        return None if self.cache_dir is None else f"{self.cache_dir}/{name}"
+
+    def call_loss(self, inputs):
+        """Run the loss on its inputs object; a stateful loss gets its state and the module keeps the update.
+
+        Training steps update the state; validation and test read it without changing it.
+        """
+        if not self.loss_state:
+            return self.loss(inputs)
+        state = {k: v.to(self.device) for k, v in self.loss_state.items()}
+        out = self.loss(inputs, state=state)
+        if out.state is not None and self.training and torch.is_grad_enabled():
+            self.loss_state = {k: v.detach().cpu() for k, v in out.state.items()}
+        return out
+
     # -- numerics guard ----------------------------------------------------------------
     def guard_finite(self, loss: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
         """Return ``loss`` if finite; else count the step, and stop after ``max_bad_steps`` in a row."""
@@ -154,12 +177,14 @@ class PolicyModule(L.LightningModule):
             del state[key]
         checkpoint["prefdistill"] = {
             "bad_steps_total": self.bad_steps_total,
+            "loss_state": {k: v.clone() for k, v in self.loss_state.items()},
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("prefdistill", {})
         self.bad_steps_total = state.get("bad_steps_total", 0)
+        self.loss_state.update(state.get("loss_state", {}))
         if "rng" in state:  # dropout masks and sampling continue exactly where the run stopped
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(state["rng"]["python"])

@@ -23,7 +23,8 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from prefdistill.generation.mixture import MixtureGenerator, mix_logps
+from prefdistill.generation.mixture import MixtureGenerator
+from prefdistill.losses import TokenInputs
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.modules.base import PolicyModule
@@ -44,7 +45,7 @@ def vocab_size(model: torch.nn.Module) -> int:
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B, T) log-softmax(logits) at ``labels`` (0 where ``mask`` is False), float32."""
-    return selective_log_softmax(logits, labels.masked_fill(~mask, 0).long()) * mask
+    return torch.where(mask, selective_log_softmax(logits, labels.masked_fill(~mask, 0).long()), 0.0)
 
 
 class DistillModule(PolicyModule):
@@ -55,7 +56,7 @@ class DistillModule(PolicyModule):
         *args,
         teacher: ModelSpec | None = None,
         teacher_cache: str | os.PathLike | None = None,
-        teacher_topk: int = 64,
+        teacher_topk: int | str = 64,
         on_policy: OnPolicy | None = None,
         **kw,
     ):
@@ -76,6 +77,7 @@ class DistillModule(PolicyModule):
                 "teacher_cache holds the teacher on dataset responses only; on-policy samples are new "
                 "text and need the online teacher: set module.teacher_cache=null"
             )
+        teacher_topk = 64 if teacher_topk == "auto" else teacher_topk
         if teacher_topk < 1:
             raise ValueError(f"teacher_topk must be >= 1, got {teacher_topk}")
         self.teacher_spec = teacher
@@ -184,20 +186,14 @@ class DistillModule(PolicyModule):
         mask = labels != -100
         student_logits = next_token_logits(self.policy, batch)
         inputs = {"student_logits": student_logits.float(), "mask": mask, "labels": labels}
+        if batch.get("rollout"):
+            inputs |= {"sample_logps": batch.get("sample_logps"), "sample_mix": self.on_policy.teacher_mix}
         if self.teacher_cache is not None and not batch.get("rollout"):
             inputs |= self._teacher_table(self.current_split()).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
                 inputs["teacher_logits"] = next_token_logits(self.teacher, batch).float()
-        if "policy_samples" in self.loss.needs:
-            sample = batch.get("sample_logps")
-            inputs["sample_logps"] = sample
-            if batch.get("rollout") and self.on_policy.teacher_mix > 0:  # importance weights q_old / p̃
-                with torch.no_grad():
-                    old = sample if sample is not None else token_logps(student_logits, labels, mask)
-                    teacher = token_logps(inputs["teacher_logits"], labels, mask)
-                    inputs["proposal_logps"] = mix_logps(teacher, old, self.on_policy.teacher_mix)
-        out = self.loss(**inputs)
+        out = self.call_loss(TokenInputs(**inputs))
         loss = out.loss.mean()
         metrics = {**out.metrics, "loss": loss.detach()}
         if batch.get("rollout"):

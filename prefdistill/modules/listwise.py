@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from prefdistill.models import ModelSpec, response_logps
+from prefdistill.losses import ListwiseInputs
+from prefdistill.models import response_logps
 from prefdistill.modules.base import PolicyModule
 
 
@@ -19,13 +20,11 @@ class ListwiseModule(PolicyModule):
     def __init__(
         self,
         *args,
-        teacher: ModelSpec | None = None,
         **kw,
     ):
         super().__init__(*args, **kw)
         if self.loss.kind != "listwise":
             raise ValueError(f"ListwiseModule trains listwise losses; {self.loss.name!r} is {self.loss.kind}")
-        self.teacher_spec = teacher  # scores were produced upstream; the teacher is not run here
 
     def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         scores = batch["scores"]  # (B, n)
@@ -37,7 +36,9 @@ class ListwiseModule(PolicyModule):
             batch["labels"],
             chunk_size=self.chunk_size,
         )
-        out = self.loss(logps=logps.view(b, n), lengths=lengths.view(b, n), teacher_scores=scores.float())
+        out = self.call_loss(
+            ListwiseInputs(logps=logps.view(b, n), lengths=lengths.view(b, n), teacher_scores=scores.float())
+        )
         loss = out.loss.mean()
         return loss, {**out.metrics, "loss": loss.detach()}
 

@@ -18,6 +18,7 @@ import contextlib
 import torch
 from tqdm.auto import tqdm
 
+from prefdistill.losses import PairwiseInputs
 from prefdistill.models import ModelSpec, load_model, response_logps
 from prefdistill.models.packing import shared_prompt_logps
 from prefdistill.modules.base import PolicyModule
@@ -34,8 +35,7 @@ class PreferenceModule(PolicyModule):
         self,
         *args,
         reference: ModelSpec | None = None,
-        teacher: ModelSpec | None = None,
-        reference_cache: str | None = None,
+        reference_cache: str | None = "auto",
         forward: str = "shared_prompt",
         **kw,
     ):
@@ -46,11 +46,11 @@ class PreferenceModule(PolicyModule):
             )
         self.reference_spec = reference
         self.reference: torch.nn.Module | None = None
-        # A teacher is used upstream (it wrote the pairs); pairwise losses never call it.
-        self.teacher_spec = teacher
-        self.reference_cache = ReferenceCache(reference_cache) if reference_cache else None
+        cache = self.auto_cache(reference_cache, "reference_logps") if self.needs_reference else None
+        self.reference_cache = ReferenceCache(cache) if cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
         self._restored = False
+        forward = "shared_prompt" if forward == "auto" else forward
         if forward not in FORWARD_MODES:
             raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
         self.forward_mode = forward  # how sequence_logps runs a pair batch (policy, reference, cache)
@@ -173,7 +173,7 @@ class PreferenceModule(PolicyModule):
                     "use scored pairs (chosen_score/rejected_score fields, e.g. data=demo_scored)"
                 )
             inputs |= {f"{s}_scores": batch[f"{s}_scores"] for s in sides}
-        out = self.loss(**inputs)
+        out = self.call_loss(PairwiseInputs(**inputs))
         metrics = dict(out.metrics)
         metrics["logps/chosen"] = inputs["chosen_logps"].detach()
         if len(sides) == 2:

@@ -60,9 +60,8 @@ def test_gradient_accumulation_matches_a_larger_batch(name):
     rollouts = "policy_samples" in loss.needs
     on_policy = OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6) if rollouts else None
     extra = {"on_policy": on_policy} if rollouts else {}
-    module = build_module(
-        loss=loss, policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.1), **extra
-    )
+    extra |= {"teacher": TEACHER} if "teacher" in loss.needs else {}
+    module = build_module(loss=loss, policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), **extra)
     module.configure_model()
     full, halves = _batches(name)
     if rollouts:  # the loss trains on rollouts: one rollout of the full batch, split in two

@@ -127,6 +127,26 @@ def test_build_module_passes_each_module_its_keys_and_rejects_typos():
     opt = partial(torch.optim.SGD, lr=0.1)
     common = {"policy": TINY, "optimizer": opt, "forward": "padded", "reference_cache": None}
     assert build_module(loss=get_loss("dpo"), **common).forward_mode == "padded"
-    build_module(loss=get_loss("kd_fkl"), teacher=TINY, **common)  # pairwise-only keys are not passed on
+    # unset (null / auto) settings of another kind's module are fine
+    build_module(loss=get_loss("kd_fkl"), teacher=TINY, policy=TINY, optimizer=opt, forward="auto", reference=None)
     with pytest.raises(TypeError, match="forwrd"):
         build_module(loss=get_loss("dpo"), forwrd="padded", policy=TINY, optimizer=opt)
+
+
+SETTINGS_OF_ANOTHER_KIND = {  # loss -> a setting that its module does not use, and the kinds that do
+    "dpo": ("teacher_topk", 32, "token"),
+    "simpo": ("on_policy", "x", "token"),
+    "kd_fkl": ("forward", "padded", "pairwise"),
+    "kd_rkl": ("reference_cache", "/x", "pairwise"),
+    "pad_pd": ("teacher_cache", "/x", "token"),
+    "pad_rd": ("reference", TINY, "pairwise"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS_OF_ANOTHER_KIND))
+def test_a_setting_the_loss_kind_does_not_use_is_an_error_naming_key_and_kind(name):
+    key, value, owner = SETTINGS_OF_ANOTHER_KIND[name]
+    loss = get_loss(name)
+    models = {"teacher": TINY} if "teacher" in loss.needs else {}
+    with pytest.raises(ValueError, match=rf"(?s)module\.{key}.*{owner}.*{loss.kind} loss"):
+        build_module(loss=loss, policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), **models, **{key: value})
