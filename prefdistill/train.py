@@ -172,7 +172,7 @@ def train(cfg: DictConfig) -> dict:
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    return metric_value(metrics, cfg.get("optimized_metric"))
+    return None if cfg.get("preflight_only") else metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
