@@ -196,3 +196,17 @@ def test_pairs_with_different_prompts_fall_back(tiny_spec, caplog):
         want = response_logps(model, *(torch.cat([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys))[0]
     torch.testing.assert_close(got, want)
     assert "different prompts" in caplog.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["gemma2", "mistral"])
+def test_flex_attention_block_mask_equals_eager_padded(model_type, caplog):
+    """``flex_attention`` gets a ``BlockMask`` (Gemma-2 soft-caps in its score_mod; Mistral's window in the
+    mask). Forward only: torch 2.13 has no flex-attention backward on CPU. ~10 s each (compilation)."""
+    eager, flex = random_model(model_type, "eager"), random_model(model_type, "flex_attention")
+    batch = list_batch(n=3, seed=2)
+    with torch.no_grad(), caplog.at_level(logging.WARNING):
+        want = response_logps(eager, *_rows(batch))[0]
+        got = grouped_response_logps(flex, *_rows(batch), 3)[0]
+    torch.testing.assert_close(got, want, **LOGP_TOL)
+    assert FALLBACK not in caplog.text
