@@ -131,7 +131,13 @@ def _first_label(labels: Tensor) -> Tensor:
 def _pack_group(ids: Tensor, lengths: list[int], labels: Tensor, p: int):
     """One group (n rows of ``ids``/``labels``, prompt length ``p``) -> packed ids, positions, parts, and
     per response the (within-group) offsets of the hidden states predicting its tokens and its labels."""
-    seq_ids, positions, parts, scored, end = [ids[0, :p]], [torch.arange(p)], [torch.full((p,), PROMPT)], [], p
+    seq_ids, positions, parts, scored, end = (
+        [ids[0, :p]],
+        [torch.arange(p)],
+        [torch.full((p,), PROMPT)],
+        [],
+        p,
+    )
     for j, length in enumerate(lengths):
         size = length - p
         seq_ids.append(ids[j, p:length])
@@ -163,7 +169,9 @@ def pack_groups(
             return "a response without a prompt or without tokens, or prompts of different lengths in a group"
         if any(not torch.equal(ids[r, :p], ids[g, :p]) for r in rows):
             return "the responses of a group have different prompts"
-        groups.append(_pack_group(ids[g : g + group_size], [lengths[r] for r in rows], labels[g : g + group_size], p))
+        groups.append(
+            _pack_group(ids[g : g + group_size], [lengths[r] for r in rows], labels[g : g + group_size], p)
+        )
     sizes = [len(x[0]) for x in groups]
     if layout == "rows":
         n_out_rows, width, offsets = len(groups), max(sizes), [(b, 0) for b in range(len(groups))]
@@ -345,7 +353,9 @@ def shared_prompt_logps(
     """(2B,) float32 summed response log-probs ``[chosen; rejected]`` and (2B,) long token counts of a pair
     batch: ``grouped_response_logps`` with groups of 2 (same contract as ``response_logps`` on the
     concatenated padded ``[chosen; rejected]`` rows)."""
-    sums, counts = grouped_response_logps(model, *interleave_pairs(batch), 2, chunk_size=chunk_size, layout=layout)
+    sums, counts = grouped_response_logps(
+        model, *interleave_pairs(batch), 2, chunk_size=chunk_size, layout=layout
+    )
     return sums.view(-1, 2).t().reshape(-1), counts.view(-1, 2).t().reshape(-1)
 
 

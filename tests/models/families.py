@@ -47,7 +47,9 @@ def random_model(model_type: str, attn: str | None = None, dtype=torch.float32, 
     """Seeded tiny model of ``model_type`` in eval mode (no dropout: two paths must see one network)."""
     config = AutoConfig.for_model(model_type, **{**SPECIAL, **CONFIGS.get(model_type, {}), **extra})
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn or default_attn(model_type), dtype=dtype)
+    model = AutoModelForCausalLM.from_config(
+        config, attn_implementation=attn or default_attn(model_type), dtype=dtype
+    )
     return model.eval()
 
 

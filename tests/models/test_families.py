@@ -19,7 +19,17 @@ from functools import partial
 
 import pytest
 import torch
-from families import CONFIGS, NO_SDPA, NO_SDPA_ERROR, V, default_attn, grads, list_batch, pair_batch, random_model
+from families import (
+    CONFIGS,
+    NO_SDPA,
+    NO_SDPA_ERROR,
+    V,
+    default_attn,
+    grads,
+    list_batch,
+    pair_batch,
+    random_model,
+)
 
 from prefdistill.generation import SamplingParams
 from prefdistill.generation.hf import HFGenerator
@@ -40,7 +50,13 @@ FALLBACK = "shared-prompt forward unavailable"
 def _spec(model_type: str, **kw) -> ModelSpec:
     """The family as a ``ModelSpec``, loaded by ``load_model`` like a shipped config (tiny tokenizer)."""
     init = {"model_type": model_type, **CONFIGS[model_type], "initializer_range": 0.1}
-    return ModelSpec(f"tiny-{model_type}", tokenizer="tiny", random_init=init, attn_implementation=default_attn(model_type), **kw)
+    return ModelSpec(
+        f"tiny-{model_type}",
+        tokenizer="tiny",
+        random_init=init,
+        attn_implementation=default_attn(model_type),
+        **kw,
+    )
 
 
 def _padded_pairs(model, batch):
@@ -71,7 +87,9 @@ def test_packed_equals_padded(model_type, caplog):
             torch.testing.assert_close(g_got[name], g_want[name], **GRAD_TOL, msg=name)
         with torch.no_grad():
             rows = (lists["input_ids"], lists["attention_mask"], lists["labels"])
-            torch.testing.assert_close(grouped_response_logps(model, *rows, 4)[0], response_logps(model, *rows)[0], **LOGP_TOL)
+            torch.testing.assert_close(
+                grouped_response_logps(model, *rows, 4)[0], response_logps(model, *rows)[0], **LOGP_TOL
+            )
     assert FALLBACK not in caplog.text
 
 
@@ -90,7 +108,9 @@ def test_padding_free_logps_equal_each_unpadded_row(model_type):
     model = random_model(model_type)
     batch = list_batch(n=3, seed=4)
     with torch.no_grad():
-        got, counts = response_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], chunk_size=5)
+        got, counts = response_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], chunk_size=5
+        )
         for r, length in enumerate(batch["attention_mask"].sum(1).tolist()):
             row = [batch[k][r : r + 1, :length] for k in ("input_ids", "attention_mask", "labels")]
             want, n = naive_response_logps(model, *row)

@@ -52,7 +52,9 @@ def _assert_groups_match(model, batch, n, layout="rows", with_grads=True):
 
 def test_pack_layout_mask_and_window_by_hand():
     """Prompt [5, 6], responses [7, 8, 9], [10], [11, 12] -> one row [5 6 7 8 9 10 11 12]."""
-    examples = [{"prompt_ids": [5, 6], "response_ids": [[7, 8, 9], [10], [11, 12]], "scores": [0, 0, 0], "index": 0}]
+    examples = [
+        {"prompt_ids": [5, 6], "response_ids": [[7, 8, 9], [10], [11, 12]], "scores": [0, 0, 0], "index": 0}
+    ]
     packed = pack_groups(*_rows(collate_lists(examples, pad_token_id=0)), 3, "rows")
     assert packed.input_ids.tolist() == [[5, 6, 7, 8, 9, 10, 11, 12]]
     assert packed.position_ids.tolist() == [[0, 1, 2, 3, 4, 2, 2, 3]]  # every response restarts at 2
@@ -99,7 +101,9 @@ def test_tiny_model_groups_and_pairs(tiny_spec, layout, caplog):
         _assert_groups_match(model, list_batch(n=4, seed=9), 4, layout)
         pairs = pair_batch(seed=3)
         keys = ("input_ids", "attention_mask", "labels")
-        padded = response_logps(model, *(torch.cat([pairs[f"chosen_{k}"], pairs[f"rejected_{k}"]]) for k in keys))[0]
+        padded = response_logps(
+            model, *(torch.cat([pairs[f"chosen_{k}"], pairs[f"rejected_{k}"]]) for k in keys)
+        )[0]
         torch.testing.assert_close(shared_prompt_logps(model, pairs, layout=layout)[0], padded, **LOGP_TOL)
     assert FALLBACK not in caplog.text
 
@@ -193,7 +197,9 @@ def test_pairs_with_different_prompts_fall_back(tiny_spec, caplog):
     with caplog.at_level(logging.WARNING), torch.no_grad():
         got, _ = shared_prompt_logps(model, batch)
         keys = ("input_ids", "attention_mask", "labels")
-        want = response_logps(model, *(torch.cat([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys))[0]
+        want = response_logps(
+            model, *(torch.cat([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in keys)
+        )[0]
     torch.testing.assert_close(got, want)
     assert "different prompts" in caplog.text
 

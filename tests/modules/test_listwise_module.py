@@ -53,7 +53,10 @@ def test_shared_prompt_equals_padded_logps_loss_and_grads(caplog):
             grads = {k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None}
             results[forward] = (logps.detach(), lengths, loss.detach(), grads)
     assert "shared-prompt forward unavailable" not in caplog.text
-    (lp, ln, loss, grads), (want_lp, want_ln, want_loss, want_grads) = results["shared_prompt"], results["padded"]
+    (lp, ln, loss, grads), (want_lp, want_ln, want_loss, want_grads) = (
+        results["shared_prompt"],
+        results["padded"],
+    )
     assert lp.shape == (b * n,) and lp.dtype == torch.float32
     assert ln.tolist() == want_ln.tolist()
     torch.testing.assert_close(lp, want_lp, atol=1e-5, rtol=1e-6)
@@ -76,11 +79,11 @@ def test_two_training_steps_with_the_shared_prompt_forward():
 
 
 def test_forward_setting_is_validated_and_reaches_the_module():
-    assert ListwiseModule(policy=TINY, loss=get_loss("pad_pd"), optimizer=SGD).forward_mode == "shared_prompt"
-    assert ListwiseModule(policy=TINY, loss=get_loss("pad_pd"), optimizer=SGD, forward="auto").forward_mode == (
-        "shared_prompt"
-    )
+    def module(**kw):
+        return ListwiseModule(policy=TINY, loss=get_loss("pad_pd"), optimizer=SGD, **kw)
+
+    assert module().forward_mode == module(forward="auto").forward_mode == "shared_prompt"
     built = build_module(loss=get_loss("pad_rd"), policy=TINY, optimizer=SGD, forward="padded")
     assert isinstance(built, ListwiseModule) and built.forward_mode == "padded"
     with pytest.raises(ValueError, match="forward must be one of"):
-        ListwiseModule(policy=TINY, loss=get_loss("pad_pd"), optimizer=SGD, forward="packed")
+        module(forward="packed")
