@@ -182,7 +182,7 @@ def spelling(rng: random.Random):
 
 def facts(rng: random.Random):
     for question, right, wrong in F.FACTS:
-        yield "fact", question, right, wrong, None, None  # no short form: left out of demo_lists and exact match
+        yield "fact", question, right, wrong, None, None  # free text: not in demo_lists nor exact match
 
 
 def summaries(rng: random.Random):

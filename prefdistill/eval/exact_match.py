@@ -5,14 +5,14 @@ The ground truth is stored in the data: each shipped ``demo`` row carries ``fami
 left out). A generation is judged by its family's rule, after normalising it (accents removed, curly
 quotes straightened, thousands separators dropped, number words up to ninety-nine turned into digits):
 
-* **numbers** (``arith``, ``convert``, ``letters``): the *asserted* number of the first paragraph (text
-  up to the first blank line: what a small model adds after that is usually a new, invented question).
-  A number is asserted when it follows ``=``, ``:``, *equals*, *equal to*, *is*, *are*, *was*, *has*,
-  *have*, *makes* or *gives* and does not start an expression (``is 15 + 3`` restates the question).
-  The last asserted number is the answer (``1 m = 100 cm, so 5 m = 500 cm`` -> 500; ``12 * 11 = 132.``
-  -> 132; ``The answer is 132`` -> 132). With none asserted: the first number the prompt does not
-  contain (``500 centimeters``), else the last number. Right iff it equals the answer as a float
-  and is not hedged (``132 or 121``: wrong).
+* **numbers** (``arith``, ``convert``, ``letters``): a number is *asserted* when it follows ``=``, ``:``,
+  *equals*, *equal to*, *is*, *are*, *was*, *has*, *have*, *makes* or *gives* and does not start an
+  expression (``is 15 + 3``, ``is 12 times 11``: a restated question). The answer is the last asserted number before the
+  first question mark that follows an asserted number (where a small model starts an invented new
+  question): ``1 m = 100 cm, so 5 m = 500 cm`` -> 500; ``12 * 11 = 132.`` -> 132; ``The answer is 132``
+  -> 132; ``12 * 2 = 24. What is 5 + 3? 5 + 3 = 8.`` -> 24. With none asserted: the first number the
+  prompt does not contain (``500 centimeters``), else the last number. Right iff it equals the answer
+  as a float and is not hedged (``132 or 121``: wrong).
 * **words** (``capital``, ``opposite``, ``reverse``): the answer sentence is the first sentence that
   names the expected answer (whole words, case-insensitive) or a rival: another capital, anywhere; for
   opposites another word of the opposites table (the question's own word excepted) *asserted* -- quoted
@@ -29,6 +29,7 @@ percentile-bootstrap 95 % interval (:func:`prefdistill.eval.metrics.bootstrap_ci
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -45,13 +46,17 @@ FAMILIES = NUMERIC + WORDS + LETTER
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen " \
          "fifteen sixteen seventeen eighteen nineteen".split()  # fmt: skip
-_TENS = {w: 10 * i for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()) if i >= 2}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split())
+    if i >= 2
+}
 _WORD_NUMBER = re.compile(
     rf"\b(?:({'|'.join(_TENS)})(?:[\s-]({'|'.join(_UNITS[1:10])}))?|({'|'.join(_UNITS)}))\b", re.I
 )
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _MARKER = re.compile(r"(?:=|:|\bequals?(?:\s+to)?|\bis|\bare|\bwas|\bhas|\bhave|\bmakes|\bgives)\s*$", re.I)
-_OPERATOR = re.compile(r"^\s*[-+*/x×÷]\s*\d", re.I)
+_OPERATOR = re.compile(r"^\s*(?:[-+*/x×÷]|times|plus|minus|(?:divided|multiplied)\s+by)\s*\d", re.I)
 _HEDGE = re.compile(r"^\s*(?:or|/)\s*\d", re.I)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -70,19 +75,16 @@ def normalise(text: str) -> str:
     return _WORD_NUMBER.sub(digits, text)
 
 
-def first_paragraph(text: str) -> str:
-    return re.split(r"\n\s*\n", text.strip(), maxsplit=1)[0]
-
-
 def asserted_number(output: str, prompt: str = "") -> tuple[float | None, bool]:
     """``(the number the output asserts, hedged?)`` under the rule in the module docstring."""
-    text = first_paragraph(normalise(output))
+    text = normalise(output)
     found = list(_NUMBER.finditer(text))
     asserted = [
         m for m in found if _MARKER.search(text[: m.start()]) and not _OPERATOR.match(text[m.end() :])
     ]
     if asserted:
-        pick = asserted[-1]
+        new_question = text.find("?", asserted[0].end())
+        pick = [m for m in asserted if new_question < 0 or m.start() < new_question][-1]
     else:
         in_prompt = {float(m.group()) for m in _NUMBER.finditer(normalise(prompt))}
         fresh = [m for m in found if float(m.group()) not in in_prompt]
@@ -92,6 +94,7 @@ def asserted_number(output: str, prompt: str = "") -> tuple[float | None, bool]:
     return float(pick.group()), bool(_HEDGE.match(text[pick.end() :]))
 
 
+@functools.lru_cache(maxsize=4096)
 def _phrase(word: str, spelled_out: bool = False) -> re.Pattern:
     """Whole-word, case-insensitive pattern of ``word`` (its letters may be separated when spelled out)."""
     sep = r"[\s-]?" if spelled_out else r"\s+"
@@ -99,6 +102,7 @@ def _phrase(word: str, spelled_out: bool = False) -> re.Pattern:
     return re.compile(rf"(?<!\w){body}(?!\w)", re.I)
 
 
+@functools.lru_cache(maxsize=4096)
 def _asserted(word: str) -> re.Pattern:
     """``word`` quoted, or right after *is* / *are* / *:* (case-insensitive)."""
     w = r"\s+".join(map(re.escape, word.split()))

@@ -33,8 +33,8 @@ PRUNE_KEYS = frozenset({"keep_layers"})
 RECORD_KEY = "pruned_layers"
 # Where decoder-only models keep their layers: Llama/Mistral/Qwen2/Gemma*/SmolLM2, GPT-2/GPT-Neo, GPT-NeoX.
 LAYER_PATHS = ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers")
-# Per-layer config lists cut to the kept layers (GPT-Neo's attention_types is rebuilt separately).
-PER_LAYER_KEYS = ("layer_types", "no_rope_layers")
+# Per-layer config lists cut to the kept layers (and GPT-Neo's attention_types rebuilt from its cut list).
+PER_LAYER_KEYS = ("layer_types", "no_rope_layers", "attention_layers")
 _RULE = re.compile(r"^(every|spread)_(\d+)(?:st|nd|rd|th)?$")
 
 
@@ -54,7 +54,9 @@ def check_prune(prune: Mapping) -> dict:
                              "spread_<m> (e.g. spread_10) or a list of layer indices")  # fmt: skip
         return {"keep_layers": keep}
     if not isinstance(keep, Sequence) or not keep or not all(isinstance(i, int) and i >= 0 for i in keep):
-        raise ValueError(f"ModelSpec.prune.keep_layers must be a rule or a non-empty list of layer indices, got {keep!r}")
+        raise ValueError(
+            f"ModelSpec.prune.keep_layers must be a rule or a non-empty list of layer indices, got {keep!r}"
+        )
     if list(keep) != sorted(set(keep)):
         raise ValueError(f"ModelSpec.prune.keep_layers={list(keep)} must be strictly increasing")
     return {"keep_layers": list(keep)}
@@ -84,9 +86,7 @@ def decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
     for path in LAYER_PATHS:
         if isinstance(modules.get(path), torch.nn.ModuleList):
             return path, modules[path]
-    raise ValueError(
-        f"cannot prune {type(model).__name__}: no decoder layer list at any of {LAYER_PATHS}"
-    )
+    raise ValueError(f"cannot prune {type(model).__name__}: no decoder layer list at any of {LAYER_PATHS}")
 
 
 def pruned_config(config, keep: list[int]):
@@ -97,10 +97,10 @@ def pruned_config(config, keep: list[int]):
     for key in PER_LAYER_KEYS:
         if isinstance(d.get(key), list):
             d[key] = [d[key][i] for i in keep]
-    if isinstance(getattr(config, "attention_layers", None), list):  # GPT-Neo: rebuilt from attention_types
+    if isinstance(d.get("attention_types"), list):  # GPT-Neo: attention_layers is expanded from these
         d["attention_types"] = [[[config.attention_layers[i]], 1] for i in keep]
     left = [k for k, v in d.items() if isinstance(v, list) and len(v) == n and k not in PER_LAYER_KEYS]
-    if left and left != ["attention_types"]:
+    if left:
         raise ValueError(f"cannot prune {config.model_type}: config lists {left} may be per-layer; "
                          "add them to prefdistill.models.prune.PER_LAYER_KEYS")  # fmt: skip
     d[RECORD_KEY] = {"from": n, "kept": list(keep)}
