@@ -52,3 +52,57 @@ def test_win_rate_ties_half_and_bootstrap_ci(tiny_rm):
     assert a == scorer_win_rate(rm, PROMPTS, RESPONSES, other, seed=1)  # seeded CI
     expected = sum(c > k for c, k in zip(rm.score(PROMPTS, RESPONSES), rm.score(PROMPTS, other))) / 4 * 100
     assert a["win_rate"] == pytest.approx(expected)
+
+
+@pytest.fixture(scope="module")
+def llama_rm_folder(tmp_path_factory):
+    """A tiny random ``LlamaForSequenceClassification`` (scalar head, pad set) saved like a trained RM."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ASSET_TOKENIZERS / "tiny"))
+    config = AutoConfig.for_model(
+        "llama", vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=64, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("rm") / "llama_rm"
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_chat_format_scores_a_causal_lm_reward_model_folder(llama_rm_folder):
+    """Loaded from the folder; each score is logits[0, 0] of one unpadded forward of the prompt as
+    training renders it (PromptEncoder: template + BOS) followed by the response ids."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefdistill.data.templates import PromptEncoder
+
+    rm = RewardModel(str(llama_rm_folder), input_format="chat", batch_size=3, device="cpu")
+    scores = rm.score(PROMPTS, RESPONSES)
+    model = AutoModelForSequenceClassification.from_pretrained(llama_rm_folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(llama_rm_folder)
+    encoder = PromptEncoder(tokenizer, "auto")
+    for prompt, response, score in zip(PROMPTS, RESPONSES, scores):
+        prompt_ids, (response_ids,) = encoder.encode(prompt, [response])
+        with torch.no_grad():
+            direct = model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0, 0].item()
+        assert score == pytest.approx(direct, abs=1e-5)
+    assert len(set(scores)) == len(scores)  # the responses are told apart
+    single = RewardModel(str(llama_rm_folder), input_format="chat", batch_size=1, device="cpu")
+    assert single.score(PROMPTS, RESPONSES) == pytest.approx(scores, abs=1e-5)
+    pair = RewardModel(str(llama_rm_folder), input_format="pair", batch_size=1, device="cpu")
+    assert pair.score(PROMPTS, RESPONSES) != pytest.approx(scores, abs=1e-5)  # another input, other scores
+
+
+def test_chat_format_needs_a_pad_token_and_a_known_format(llama_rm_folder):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(llama_rm_folder)
+    model.config.pad_token_id = None
+    tokenizer = AutoTokenizer.from_pretrained(llama_rm_folder)
+    rm = RewardModel("no-pad", input_format="chat", model=model, tokenizer=tokenizer, device="cpu")
+    with pytest.raises(ValueError, match="pad_token_id is null"):
+        rm.score(PROMPTS, RESPONSES)
+    with pytest.raises(ValueError, match="input_format must be one of"):
+        RewardModel("x", input_format="text")
