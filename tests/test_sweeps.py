@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -43,10 +44,29 @@ def test_grid_sweep_runs_a_job_per_value(tmp_path):
 
 
 def test_optuna_sweep_two_trials_returns_best(tmp_path):
+    """The study's best value is the largest val/reward/accuracy the jobs wrote to metrics.json (the
+    metric main() returns), and its best parameters are those of a job that reached it."""
     sweep = _run_sweep(tmp_path, "dpo_optuna.sh", "hydra.sweeper.n_trials=2")
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"method.beta", "module.optimizer.lr"}
-    assert 0.0 <= result["best_value"] <= 1.0
+    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    assert len(jobs) == 2
+    trials = []
+    for job in jobs:
+        after = json.loads((job / "metrics.json").read_text())["after"]
+        cfg = yaml.safe_load((job / "config_resolved.yaml").read_text())
+        params = {
+            "method.beta": cfg["method"]["beta"],
+            "module.optimizer.lr": cfg["module"]["optimizer"]["lr"],
+        }
+        trials.append((after["val/reward/accuracy"], after["val/loss"], params))
+    best = max(accuracy for accuracy, _, _ in trials)
+    assert result["best_value"] == pytest.approx(best)
+    assert any(
+        accuracy == best and all(params[k] == pytest.approx(v) for k, v in result["best_params"].items())
+        for accuracy, _, params in trials
+    ), (result, trials)
+    assert {a for a, _, _ in trials} != {loss for _, loss, _ in trials}  # not the loss by coincidence
 
 
 @pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.yaml")), ids=lambda p: p.name)
