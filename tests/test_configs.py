@@ -77,7 +77,14 @@ def test_unknown_key_is_rejected(tmp_path):
         compose_train(tmp_path, ["method.no_such_key=1"])
 
 
-def test_every_model_has_a_teacher_twin():
-    models = {p.stem for p in (CONFIGS / "model").glob("*.yaml")}
-    teachers = {p.stem for p in (CONFIGS / "teacher").glob("*.yaml")}
-    assert models == teachers
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml")))
+def test_every_model_is_a_frozen_teacher(name, tmp_path):
+    """``teacher=<name>`` exists for every model file: the same spec, no LoRA, no checkpointing."""
+    cfg = compose_train(tmp_path, [f"model={name}", f"teacher={name}"])
+    model, teacher = OmegaConf.to_container(cfg.model), OmegaConf.to_container(cfg.teacher)
+    assert teacher["lora"] is None and teacher["gradient_checkpointing"] is False
+    if model.get("random_init"):  # a random-init teacher is another draw than the same-named student
+        assert teacher.pop("seed") == (model.pop("seed") or 0) + 1
+    assert {k: v for k, v in teacher.items() if k not in ("lora", "gradient_checkpointing")} == {
+        k: v for k, v in model.items() if k not in ("lora", "gradient_checkpointing")
+    }
