@@ -17,6 +17,13 @@ counters of :func:`prefdistill.data.examples.new_stats` and a one-line summary p
 split is logged. Scored pairs (``chosen_score``/``rejected_score``) must be scored in every
 split or in none (``DataError`` at setup otherwise); their batches carry ``chosen_scores``
 /``rejected_scores``.
+
+Unpaired data (KTO, BCO): files of ``{prompt, completion, label}`` rows are read as unpaired rows
+(``record_type`` pairwise or unpaired), or ``unpair=True`` cuts every pair into a desirable and an
+undesirable row *after* the splits are formed (validation carved from train included), so the two
+halves of a pair never straddle train and validation. Each unpaired row gets a mismatched
+completion for KTO's KL estimate (``collate.add_kl_completions``, seeded with ``seed``); batches are
+``collate.collate_unpaired``'s.
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ from pathlib import Path
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from prefdistill.data.collate import collate_lists, collate_pairs
+from prefdistill.data.collate import (
+    add_kl_completions,
+    collate_lists,
+    collate_pairs,
+    collate_unpaired,
+    unpair_examples,
+)
 from prefdistill.data.examples import build_examples, new_stats, summary
 from prefdistill.data.loading import BAD_ROW_POLICIES, get_source, load_records, shipped_dir
 from prefdistill.data.records import RECORD_TYPES, DataError
@@ -63,6 +76,7 @@ class PreferenceDataModule(LightningDataModule):
         on_bad_row: str = "error",
         val_fraction: float = 0.05,
         seed: int = 42,
+        unpair: bool = False,
     ):
         super().__init__()
         spec = get_source(source)  # unknown source -> DataError listing the known ones
@@ -74,8 +88,14 @@ class PreferenceDataModule(LightningDataModule):
             raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if unpair and record_type not in ("pairwise", "unpaired"):
+            raise ValueError(
+                f"unpair=true cuts pairs into unpaired rows; it needs record_type pairwise, not {record_type!r}"
+            )
         self.save_hyperparameters(logger=False)
         self.source, self.path, self.name, self.record_type = source, path, name, record_type
+        self.unpair = unpair
+        self.read_type = "pairwise" if unpair else record_type  # what the rows are read as
         self.splits = {**spec.splits, **dict(splits or {})}
         if path is not None and Path(path).expanduser().is_file():
             # one file is the train split; validation is carved from it, test falls back to validation
@@ -107,7 +127,7 @@ class PreferenceDataModule(LightningDataModule):
         if source_split is None:
             return []
         limit = None if self.max_samples is None else self.max_samples
-        kw = dict(path=self.path, name=self.name, record_type=self.record_type, fields=self.fields)
+        kw = dict(path=self.path, name=self.name, record_type=self.read_type, fields=self.fields)
         return load_records(
             self.source, source_split, on_bad_row=self.on_bad_row, limit=limit, stats=stats, **kw
         )
@@ -116,7 +136,7 @@ class PreferenceDataModule(LightningDataModule):
         """Move a seeded ``val_fraction`` of the train rows to validation (the source has none)."""
         train_stats = self.stats.setdefault("train", new_stats())
         limit = None if self.max_samples is None else 2 * self.max_samples
-        kw = dict(path=self.path, name=self.name, record_type=self.record_type, fields=self.fields)
+        kw = dict(path=self.path, name=self.name, record_type=self.read_type, fields=self.fields)
         rows = load_records(
             self.source,
             self.splits["train"],
@@ -166,7 +186,37 @@ class PreferenceDataModule(LightningDataModule):
             log.info("%s (source=%s, template=%s)", summary(split, stats), self.source, encoder.template)
             if stats["rows_read"] > 0 and not self.datasets[split]:  # every row skipped or moved away
                 raise DataError(f"{label}: split {split!r} has no usable row: {summary(split, stats)}")
+            self.datasets[split] = self._unpaired_rows(self.datasets[split], stats, label)
         self._check_scored_splits()
+        self._check_unpaired_splits()
+
+    def _unpaired_rows(self, examples: list[dict], stats: dict, label: str) -> list[dict]:
+        """Unpaired rows as training reads them: pairs cut in two (``unpair``), each row with a KL completion."""
+        if self.unpair:
+            examples = unpair_examples(examples)
+            stats["unpaired_rows"] = len(examples)
+        if not examples or "completion_ids" not in examples[0]:
+            return examples
+        if self.record_type in ("sft", "listwise"):
+            raise DataError(
+                f"{label}: unpaired rows {{prompt, completion, label}} cannot be read as {self.record_type}"
+            )
+        return add_kl_completions(examples, self.seed)
+
+    def _check_unpaired_splits(self) -> None:
+        """Every split holds unpaired rows, or none does (one training module reads them all)."""
+        unpaired = {s: "completion_ids" in ds[0] for s, ds in self.datasets.items() if ds}
+        if len(set(unpaired.values())) > 1:
+            has = sorted(s for s, v in unpaired.items() if v)
+            raise DataError(
+                f"{self.source}: splits {has} hold unpaired rows {{prompt, completion, label}} but "
+                f"{sorted(set(unpaired) - set(has))} do not; use one shape in every split (or data.unpair=true)"
+            )
+
+    @property
+    def unpaired(self) -> bool:
+        """Whether the set-up splits hold unpaired rows (read as such, or cut from pairs by ``unpair``)."""
+        return any(ds and "completion_ids" in ds[0] for ds in self.datasets.values())
 
     def _check_scored_splits(self) -> None:
         """Every split has scored pairs, or none does (a loss needing scores needs them in all)."""
@@ -183,6 +233,7 @@ class PreferenceDataModule(LightningDataModule):
 
     def _collate(self):
         fn = collate_lists if self.record_type == "listwise" else collate_pairs
+        fn = collate_unpaired if self.unpaired else fn
         return partial(fn, pad_token_id=self.pad_token_id)
 
     def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:

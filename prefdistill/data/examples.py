@@ -13,7 +13,15 @@ from collections import Counter
 from tqdm.auto import tqdm
 
 from prefdistill.data.loading import note_skip
-from prefdistill.data.records import DataError, ListRecord, PairRecord, Record, RowError, SFTRecord
+from prefdistill.data.records import (
+    DataError,
+    ListRecord,
+    PairRecord,
+    Record,
+    RowError,
+    SFTRecord,
+    UnpairedRecord,
+)
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import TruncationPolicy, truncate
 
@@ -36,6 +44,8 @@ def _responses(record: Record) -> list[str]:
         return [record.chosen, record.rejected]
     if isinstance(record, SFTRecord):
         return [record.response]
+    if isinstance(record, UnpairedRecord):
+        return [record.completion]
     return list(record.responses)
 
 
@@ -48,6 +58,8 @@ def to_example(index: int, record: Record, encoder: PromptEncoder, policy: Trunc
     example = {"prompt_ids": prompt_ids, "index": index}
     if isinstance(record, ListRecord):
         example.update(response_ids=responses, scores=list(record.scores))
+    elif isinstance(record, UnpairedRecord):
+        example.update(completion_ids=responses[0], label=record.label)
     else:
         example.update(zip(("chosen_ids", "rejected_ids"), responses))
         if isinstance(record, PairRecord) and record.scored:

@@ -22,7 +22,9 @@ never a success. A pair whose ``chosen`` and ``rejected`` are identical is a bad
 (reason ``identical_responses``): every pairwise loss has zero gradient on it.
 
 Scored pairs: a file (split) must score all its pairs or none; a mix raises
-:class:`DataError` naming the first row without ``chosen_score``/``rejected_score``.
+:class:`DataError` naming the first row without ``chosen_score``/``rejected_score``. Likewise a
+split holds unpaired rows (``{prompt, completion, label}``) only or none: a mix names the first row
+of the minority shape.
 
 Row ids: in files read by the ``local`` mapper (``local`` and ``shipped`` sources) an
 explicit ``id`` column (renamed through ``fields``) must be unique within a split; a repeated
@@ -54,6 +56,7 @@ from prefdistill.data.records import (
     PairRecord,
     Record,
     RowError,
+    UnpairedRecord,
     check_distinct_pair,
     convert,
 )
@@ -320,7 +323,20 @@ def _map_rows(
                 raise DataError(msg + " (set data.on_bad_row=skip to skip and count such rows)") from err
             note_skip(stats["rows_skipped"], err.reason, msg)
     check_scored_pairs(out, origin)
+    check_one_shape(out, origin)
     return out
+
+
+def check_one_shape(rows: list[tuple[int, Record]], origin: tuple) -> None:
+    """Unpaired rows and pair/list rows must not mix in a split: name the first row of the other shape."""
+    unpaired = [isinstance(r, UnpairedRecord) for _, r in rows]
+    if any(unpaired) and not all(unpaired):
+        k = unpaired.index(not unpaired[0])  # the first row of the other shape
+        shape = "an unpaired row ({prompt, completion, label})" if unpaired[k] else "not an unpaired row"
+        raise DataError(
+            f"{where(origin[0], rows[k][0], origin[1])}: {shape}, but row {rows[0][0]} is "
+            f"{'unpaired' if unpaired[0] else 'a pair/list row'}; a split holds unpaired rows only or none"
+        )
 
 
 def _check_unique_id(rid: str, i: int, column: str, first_row: dict[str, int], lines) -> None:

@@ -1,12 +1,14 @@
 """Canonical records every data source is mapped to, and the checks that guard them.
 
-Three shapes cover everything the training methods consume:
+Four shapes cover everything the training methods consume:
 
 * :class:`SFTRecord`  -- ``(prompt, response)``;
 * :class:`PairRecord` -- ``(prompt, chosen, rejected)``, optionally scored:
   ``chosen_score``/``rejected_score`` are s(y; x) of an upstream score function
   (e.g. ROUGE-L against a reference, a reward model), both set or both ``None``;
-* :class:`ListRecord` -- ``(prompt, responses[n], scores[n])``.
+* :class:`ListRecord` -- ``(prompt, responses[n], scores[n])``;
+* :class:`UnpairedRecord` -- ``(prompt, completion, label)``: one completion judged desirable
+  (``label`` true) or undesirable (KTO, BCO). ``label`` must be a JSON boolean.
 
 A prompt is either a plain string or a list of chat messages
 ``[{"role": "system"|"user"|"assistant", "content": str}, ...]`` whose last message
@@ -72,7 +74,15 @@ class ListRecord:
     id: str = ""
 
 
-Record = Union[SFTRecord, PairRecord, ListRecord]
+@dataclass(frozen=True)
+class UnpairedRecord:
+    prompt: Prompt
+    completion: str
+    label: bool
+    id: str = ""
+
+
+Record = Union[SFTRecord, PairRecord, ListRecord, UnpairedRecord]
 
 
 def _type_name(value: Any) -> str:
@@ -162,6 +172,15 @@ def check_responses(value: Any, field: str = "responses") -> list[str]:
     return [require_text({f"{field}[{j}]": r}, f"{field}[{j}]") for j, r in enumerate(value)]
 
 
+def check_label(value: Any, field: str = "label") -> bool:
+    """An unpaired row's label: a JSON boolean (true = desirable). 0/1, "yes" or null are bad rows."""
+    if value is None:
+        raise RowError(field, "missing", "missing_field")
+    if not isinstance(value, bool):
+        raise RowError(field, f"expected true or false, got {_type_name(value)} {value!r}", "wrong_type")
+    return value
+
+
 def check_distinct_pair(chosen: str, rejected: str) -> None:
     """A pair's two responses must differ: with ``chosen == rejected`` the margin of every pairwise
     loss (DPO's ``h``, SimPO's ``A_w - A_l``, ...) is the same function of the weights on both sides,
@@ -179,15 +198,26 @@ def row_id(row: dict, default: str, key: str = "id") -> str:
     return default if value is None else str(value)
 
 
-RECORD_TYPES = ("pairwise", "sft", "listwise")
+RECORD_TYPES = ("pairwise", "sft", "listwise", "unpaired")
 
 
 def convert(record: Record, record_type: str) -> Record:
     """Re-shape a record: pair -> sft takes ``chosen``; pair -> list scores ``[chosen_score,
     rejected_score]`` (``[1, 0]`` when unscored); list -> pair takes the best and worst scored
-    responses (with their scores); list -> sft the best."""
+    responses (with their scores); list -> sft the best. An unpaired record stays unpaired whatever
+    ``record_type`` asks (one judged completion cannot form a pair, a list or an SFT target), and
+    pairs/lists become unpaired rows only through ``data.unpair`` (two rows per pair)."""
     if record_type not in RECORD_TYPES:
         raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}")
+    if isinstance(record, UnpairedRecord):
+        return record
+    if record_type == "unpaired":
+        raise RowError(
+            "completion",
+            "a pair or list row read as unpaired: rows need {prompt, completion, label}; set data.unpair=true "
+            "to cut each pair into a desirable and an undesirable row",
+            "wrong_shape",
+        )
     if isinstance(record, PairRecord):
         if record_type == "sft":
             return SFTRecord(record.prompt, record.chosen, record.id)

@@ -14,6 +14,8 @@ naming the offending field. Which hub id / splits each source uses lives in
 * ``local``          any file with (mapped) canonical columns; pairs may carry ``chosen_score``
   and ``rejected_score``. A listwise file (``responses`` + ``scores``) read as pairwise or
   sft becomes best-vs-worst pairs (best response) via :func:`~prefdistill.data.records.convert`.
+  Unpaired rows (``completion`` + boolean ``label``, no ``chosen``) are read as unpaired records
+  whatever the record type (they cannot be re-shaped).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from prefdistill.data.records import (
     PairRecord,
     RowError,
     SFTRecord,
+    UnpairedRecord,
+    check_label,
     check_messages,
     check_prompt,
     check_responses,
@@ -158,13 +162,21 @@ def local(row: dict, i: int, record_type: str, fields: dict[str, str] | None = N
         "rejected_score",
         "responses",
         "scores",
+        "completion",
+        "label",
         "id",
     )
     col = {name: (fields or {}).get(name, name) for name in names}
     prompt = check_prompt(row.get(col["prompt"]), col["prompt"])
     rid = row_id(row, str(i), key=col["id"])
-    has = {k: row.get(col[k]) is not None for k in ("response", "chosen", "rejected", "responses")}
+    shapes = ("response", "chosen", "rejected", "responses", "completion")
+    has = {k: row.get(col[k]) is not None for k in shapes}
     other_shape = (has["chosen"] and has["rejected"]) or has["responses"]
+    if (has["completion"] and not has["chosen"] and not has["responses"]) or (
+        record_type == "unpaired" and not other_shape
+    ):
+        completion = require_text(row, col["completion"])
+        return UnpairedRecord(prompt, completion, check_label(row.get(col["label"]), col["label"]), rid)
     if record_type == "sft" and (has["response"] or not other_shape):
         return SFTRecord(prompt, require_text(row, col["response"]), rid)
     as_pair = (
