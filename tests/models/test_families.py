@@ -72,10 +72,14 @@ def _perturb_lora(model) -> None:
                 p.normal_(0, 0.2)
 
 
-@pytest.mark.parametrize("model_type", FAMILIES)
-def test_packed_equals_padded(model_type, caplog):
-    """Pairs (values and gradients) and lists of 4 (values), without falling back."""
-    model = random_model(model_type)
+ATTENTION = [(m, "eager") for m in FAMILIES] + [(m, "sdpa") for m in FAMILIES if m not in NO_SDPA]
+
+
+@pytest.mark.parametrize(("model_type", "attn"), ATTENTION)
+def test_packed_equals_padded(model_type, attn, caplog):
+    """Pairs (values and gradients) and lists of 4 (values), without falling back; sdpa takes the boolean
+    block mask, eager the additive one."""
+    model = random_model(model_type, attn)
     pairs, lists = pair_batch(seed=1), list_batch(n=4, seed=2)
     with caplog.at_level(logging.WARNING):
         got, _ = shared_prompt_logps(model, pairs, chunk_size=7)
