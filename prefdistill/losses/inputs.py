@@ -189,6 +189,17 @@ class TokenInputs:
     """
 
     student_logits: Tensor
+
+    A teacher with another tokenizer (needs ``cross_tokenizer``, :mod:`prefdistill.data.alignment`)
+    comes aligned to the student's positions: ``span_start`` (B, T) long is, at every student
+    position, the position of the first student token of the aligned text span it belongs to (-1:
+    no teacher counterpart); at those span heads ``teacher_topk_logps`` holds the teacher's top-k at
+    its own span head, ``teacher_topk_student_ids`` (B, T, k) the student id of each of those tokens
+    (same text; -1: none), ``teacher_span_logps`` (B, T) the teacher's log-prob of the span's later
+    tokens and ``span_matched`` (B, T) bool whether the span is one token on both sides.
+    ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. ``rejected`` holds the
+    same tensors for a second response per row (losses that need ``rejected``, e.g. DistiLLM-2's
+    student responses), and ``progress`` the fraction of training done (schedules).
     mask: Tensor
     labels: Tensor | None = None
     teacher_logits: Tensor | None = None
@@ -200,6 +211,13 @@ class TokenInputs:
     loss_name: str = "loss"
 
 
+    teacher_label_logps: Tensor | None = None
+    teacher_topk_student_ids: Tensor | None = None
+    teacher_span_logps: Tensor | None = None
+    span_start: Tensor | None = None
+    span_matched: Tensor | None = None
+    rejected: TokenInputs | None = None
+    progress: float | None = None
 @dataclass(frozen=True)
 class RewardInputs:
     """(B,) scalar rewards of a reward model on the chosen and rejected responses (reward-model training)."""

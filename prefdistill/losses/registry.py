@@ -47,6 +47,7 @@ KNOWN_NEEDS = frozenset(
         "kl_pairs",  # unpaired: log-probs of mismatched (prompt, completion) pairs (KTO's KL estimate)
     }
 )
+        "cross_tokenizer",  # a teacher with its own tokenizer, aligned to the student's tokens (data path)
 KINDS = tuple(INPUTS_BY_KIND)
 
 
