@@ -186,9 +186,6 @@ class TokenInputs:
     ``sample_logps`` (B, T) are the log-probs of the policy that sampled them and ``sample_mix`` the
     teacher weight α of the proposal they were drawn from (MiniLLM's teacher-mixed sampling), or an
     explicit ``proposal_logps`` (B, T).
-    """
-
-    student_logits: Tensor
 
     A teacher with another tokenizer (needs ``cross_tokenizer``, :mod:`prefdistill.data.alignment`)
     comes aligned to the student's positions: ``span_start`` (B, T) long is, at every student
@@ -200,6 +197,9 @@ class TokenInputs:
     ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. ``rejected`` holds the
     same tensors for a second response per row (losses that need ``rejected``, e.g. DistiLLM-2's
     student responses), and ``progress`` the fraction of training done (schedules).
+    """
+
+    student_logits: Tensor
     mask: Tensor
     labels: Tensor | None = None
     teacher_logits: Tensor | None = None
@@ -208,9 +208,6 @@ class TokenInputs:
     sample_logps: Tensor | None = None
     proposal_logps: Tensor | None = None
     sample_mix: float = 0.0
-    loss_name: str = "loss"
-
-
     teacher_label_logps: Tensor | None = None
     teacher_topk_student_ids: Tensor | None = None
     teacher_span_logps: Tensor | None = None
@@ -218,6 +215,9 @@ class TokenInputs:
     span_matched: Tensor | None = None
     rejected: TokenInputs | None = None
     progress: float | None = None
+    loss_name: str = "loss"
+
+
 @dataclass(frozen=True)
 class RewardInputs:
     """(B,) scalar rewards of a reward model on the chosen and rejected responses (reward-model training)."""

@@ -45,9 +45,9 @@ KNOWN_NEEDS = frozenset(
         "token_logps",  # per-token log-probs rather than (B,) sums
         "policy_samples",  # responses sampled from the policy during training (on-policy)
         "kl_pairs",  # unpaired: log-probs of mismatched (prompt, completion) pairs (KTO's KL estimate)
+        "cross_tokenizer",  # a teacher with its own tokenizer, aligned to the student's tokens (data path)
     }
 )
-        "cross_tokenizer",  # a teacher with its own tokenizer, aligned to the student's tokens (data path)
 KINDS = tuple(INPUTS_BY_KIND)
 
 
