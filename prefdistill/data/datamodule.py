@@ -108,6 +108,7 @@ class PreferenceDataModule(LightningDataModule):
         self.tokenizer = None
         self._resume_state: dict | None = None
         self.datasets: dict[str, list[dict]] = {}
+        self.records: dict[str, dict] = {}  # split -> {row index: record}: the texts, for re-tokenizing them
         self.stats: dict[str, dict] = {}
 
     def connect(self, tokenizer) -> None:
@@ -183,6 +184,7 @@ class PreferenceDataModule(LightningDataModule):
             self.datasets[split] = build_examples(
                 rows, encoder, self.policy, stats, on_bad_row=self.on_bad_row, label=label
             )
+            self.records[split] = dict(rows)  # a teacher with another tokenizer re-tokenizes the texts
             log.info("%s (source=%s, template=%s)", summary(split, stats), self.source, encoder.template)
             if stats["rows_read"] > 0 and not self.datasets[split]:  # every row skipped or moved away
                 raise DataError(f"{label}: split {split!r} has no usable row: {summary(split, stats)}")

@@ -36,7 +36,10 @@ def _names(kind: str) -> list[str]:
 PAIRWISE, LISTWISE, TOKEN = _names("pairwise"), _names("listwise"), _names("token")
 # Policy-gradient surrogates (MiniLLM) are not divergences: they can be negative. Own test below.
 ON_POLICY = [n for n in TOKEN if "policy_samples" in get_loss(n).needs]
-TOKEN = [n for n in TOKEN if n not in ON_POLICY]
+# Losses over two responses per row (needs "rejected": DistiLLM-2's teacher and student responses)
+# take a second side these draws do not make; tests/losses/test_distillm2.py checks the same properties.
+TWO_RESPONSES = [n for n in TOKEN if "rejected" in get_loss(n).needs]
+TOKEN = [n for n in TOKEN if n not in ON_POLICY and n not in TWO_RESPONSES]
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 
 _unit = st.floats(0.0, 1.0)
