@@ -22,8 +22,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.convert import save_final_policy
+from prefdistill.eval.cost import record_stage_costs, run_cost
+from prefdistill.eval.runner import evaluate_run
+from prefdistill.generation.shards import PromptSource
 from prefdistill.models import load_tokenizer, record_run_spec
+from prefdistill.pipeline.run import data_overrides, run_pipeline
+from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
 from prefdistill.utils.run import (
     config_dir,
     instantiate_dict,
@@ -37,54 +43,6 @@ log = logging.getLogger("prefdistill.train")
 register_resolvers()
 
 
-def _scalars(metrics: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items()}
-
-
-def _validate(trainer: L.Trainer, module, datamodule, enabled: bool) -> dict[str, float]:
-    if not enabled or trainer.limit_val_batches == 0:
-        return {}
-    if trainer.global_step > 0 and module.last_fit_validation_step == trainer.global_step:
-        # fit already validated the final weights: reuse, don't run the split twice
-        return {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("val/")}
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    return _scalars(results[0]) if results else {}
-
-
-def _wandb_dir(loggers) -> str | None:
-    for lg in loggers:
-        if type(lg).__name__ == "WandbLogger":
-            return str(Path(lg.experiment.dir).parent)  # the offline-run-* folder (wandb sync <it>)
-    return None
-
-
-def _run_pipeline(cfg: DictConfig, student, teacher):
-    """Run the stages before training (PLaD pairs, PAD lists, an SFT of the policy): cached, reused
-    when present. Returns the specs to train with and the data overrides: none when the pipeline
-    made no data (``Prepared.path`` is None), so the configured data is trained on."""
-    if teacher is None and cfg.pipeline.get("needs_teacher", True):
-        raise ValueError(
-            "this method builds its data with a teacher: add teacher=<model config>, e.g. teacher=tiny"
-        )
-    from prefdistill.generate import prompt_source
-
-    prepare = instantiate(cfg.pipeline.prepare)
-    source = prompt_source(cfg.data, "train", cfg.data.get("max_samples"))
-    prepared = prepare(student, teacher, source, cache_dir=cfg.paths.cache_dir)
-    stages = ", ".join(f"{stage.name} {stage.status}" for stage in prepared.stages)
-    log.info("pipeline: %s -> %s %s", stages, prepared.path or "the configured data", prepared.stats)
-    if prepared.path is None:
-        return prepared.student, prepared.teacher, {}
-    data = {
-        **OmegaConf.to_container(cfg.pipeline.data, resolve=True),
-        "source": "local",
-        "path": str(prepared.path),
-        "splits": {"train": "train", "validation": None, "test": None},
-        "max_samples": None,
-    }
-    return prepared.student, prepared.teacher, data
-
-
 @task_wrapper
 def train(cfg: DictConfig) -> dict:
     started = time.time()
@@ -96,51 +54,53 @@ def train(cfg: DictConfig) -> dict:
     teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
-    from prefdistill.preflight import check  # every model and data source resolves, memory fits
-
-    plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)
+    plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)  # resolves, fits
     if cfg.get("preflight_only"):  # print the plan (stages, models, memory per device) and stop
         print(plan.render())
         return {}
-    data_overrides = {}
-    if cfg.get("pipeline"):
-        policy_spec, teacher_spec, data_overrides = _run_pipeline(cfg, policy_spec, teacher_spec)
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if cfg.get("pipeline"):  # stages before training (PLaD pairs, PAD lists, an SFT): cached
+        source = PromptSource.of_split(data, "train", data.get("max_samples"))
+        prepare = instantiate(cfg.pipeline.prepare)
+        needs_teacher = cfg.pipeline.get("needs_teacher", True)
+        prepared = run_pipeline(
+            prepare, policy_spec, teacher_spec, source, cache_dir=cfg.paths.cache_dir, needs_teacher=needs_teacher
+        )
+        record_stage_costs(prepared.stages, out_dir)
+        policy_spec, teacher_spec = prepared.student, prepared.teacher
+        data |= data_overrides(prepared, OmegaConf.to_container(cfg.pipeline.data, resolve=True))
     tokenizer = load_tokenizer(policy_spec)
-    # plain containers: checkpoints stay weights_only-safe
-    datamodule = instantiate(cfg.data, _convert_="all", **data_overrides)
+    datamodule = instantiate(data, _convert_="all")  # plain containers: checkpoints stay weights_only-safe
     datamodule.connect(tokenizer)
-    # A partial, so the specs and the loss reach the constructor as objects, not configs. The teacher
-    # goes to the module only when the loss runs it; pipelines use it upstream otherwise.
+    # The specs and the loss reach the module as objects; the teacher only when the loss runs it
+    # (pipelines use it upstream otherwise).
     models = {"policy": policy_spec, **({"teacher": teacher_spec} if "teacher" in loss.needs else {})}
     module = instantiate(cfg.module, _partial_=True)(loss=loss, **models)
 
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False
-    )
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
-    before = _validate(trainer, module, datamodule, cfg.validate_before_fit)
-    # the specs trained with, after the pipeline: `pd-convert` and evaluation rebuild the models from them
-    for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):
+    before = validated(trainer, module, datamodule, cfg.validate_before_fit)
+    for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
         if spec is not None:
             record_run_spec(spec, out_dir, role)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    # read before validate(): it resets the metrics the fit loop logged
-    train_metrics = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("train/")}
-    after = _validate(trainer, module, datamodule, cfg.validate_after_fit)
+    train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them
+    after = validated(trainer, module, datamodule, cfg.validate_after_fit)
 
     model_dir = None
     if cfg.save_model and not trainer.fast_dev_run:  # on every rank: ZeRO-3 gathers the weights first
         model_dir = save_final_policy(
             trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.merge_lora
-        )  # the folder on global rank 0, None elsewhere
+        )  # fmt: skip  (the folder on rank 0, None elsewhere)
     if cfg.get("eval") and model_dir is not None:
-        from prefdistill.evaluate import evaluate_after_train
-
-        after = {**after, **evaluate_after_train(cfg, out_dir)}
+        suite = instantiate(cfg.eval, _convert_="all")
+        after |= evaluate_run(suite, out_dir, wandb={"enabled": "wandb" in (cfg.get("logger") or {})})
     result = {
         "before": before,
         "after": after,
@@ -149,23 +109,13 @@ def train(cfg: DictConfig) -> dict:
         "skipped_nonfinite_steps": module.bad_steps_total,
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
-        "paths": {
-            "run": str(out_dir),
-            "model": str(model_dir) if model_dir else None,
-            "wandb": _wandb_dir(loggers),
-        },
+        "cost": run_cost(out_dir, trainer),  # pipeline stages + fit: seconds and tokens (eval/cost.py)
+        "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers)},
     }
-    metrics_path = atomic_write_json(out_dir / "metrics.json", result)
+    log.info("metrics: %s", atomic_write_json(out_dir / "metrics.json", result))
     log.info("model:   %s", result["paths"]["model"])
-    log.info("metrics: %s", metrics_path)
     log.info("wandb:   %s", result["paths"]["wandb"])
-    for name in sorted(set(before) | set(after)):
-        log.info(
-            "%-28s before %9.4f   after %9.4f",
-            name,
-            before.get(name, float("nan")),
-            after.get(name, float("nan")),
-        )
+    log_before_after(before, after)
     return {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
 
 

@@ -12,6 +12,12 @@ its last (forward, backward, optimizer; data loading excluded):
   (``hardware.peak_flops_per_device``) or, when that is null on CPU, from a short fp32 matmul benchmark
   run once per process (:func:`measured_peak_flops`). Without a peak (null on GPU) no MFU is logged.
 
+Run totals for the cost columns (:meth:`ThroughputMonitor.totals`, kept in checkpoints so a resumed run
+continues them): ``tokens`` (non-pad tokens through the policy's forward+backward), ``forward_tokens``
+(tokens through every model the step runs: the policy, plus a reference without a reference cache, plus
+a teacher without a teacher cache -- each counts its tokens once) and ``fit_s`` (wall-clock seconds of
+``fit``: training, in-fit validation and data loading; not model loading or the final save).
+
 FLOPs of one step (model FLOPs: activation recomputation is not counted; litgpt/PaLM conventions)::
 
     F = sum_tokens  2 * (3 * N_trainable + 2 * N_frozen)                 # linear layers, fwd + bwd
@@ -38,6 +44,8 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
+
+from prefdistill.data.collate import as_pair_batch
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +88,7 @@ class ModelShape:
             hf = hf.module
         hf = hf.get_base_model() if hasattr(hf, "get_base_model") else hf
         config = hf.config
-        head = hf.get_output_embeddings()
+        head = hf.get_output_embeddings() or getattr(hf, "score", None)  # a reward model's scalar head
         excluded = {id(p) for m in hf.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
         excluded |= {id(p) for p in head.parameters()}
         trainable = frozen = 0
@@ -127,8 +135,11 @@ def _prompt_lengths(labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels != IGNORE_INDEX, idx, labels.shape[1]).min(dim=1).values
 
 
-def batch_tokens(batch: dict, shared_prompt: bool = False) -> BatchTokens:
-    """Token counts of a batch (``prefdistill.data.collate`` layouts) for one policy forward."""
+def batch_tokens(batch: dict, shared_prompt: bool = False, kl_pairs: bool = False) -> BatchTokens:
+    """Token counts of a batch (``prefdistill.data.collate`` layouts) for one policy forward. Unpaired
+    batches count their matched rows, and with ``kl_pairs`` their mismatched rows too (packed as pairs)."""
+    if "completion_input_ids" in batch:
+        batch = as_pair_batch(batch, kl=kl_pairs and "kl_input_ids" in batch)
     if "input_ids" in batch:  # listwise: (B*n, T)
         lengths = batch["attention_mask"].sum(1)
         return BatchTokens(int(lengths.sum()), _scored(batch["labels"]), _causal(lengths))
@@ -155,6 +166,18 @@ def step_flops(shape: ModelShape, tokens: BatchTokens, reference_forward: bool =
     return float(total)
 
 
+def models_forwarded(pl_module) -> dict[str, bool]:
+    """Which models a training step runs on the batch's tokens: the policy; a reference when the loss
+    needs one and no reference cache replaces it; a teacher when there is one and no teacher cache."""
+    return {
+        "policy": True,
+        "reference": bool(getattr(pl_module, "needs_reference", False))
+        and getattr(pl_module, "reference_cache", None) is None,
+        "teacher": getattr(pl_module, "teacher_spec", None) is not None
+        and getattr(pl_module, "teacher_cache", None) is None,
+    }
+
+
 class ThroughputMonitor(L.Callback):
     """Logs ``train/perf/*`` every optimizer step; see the module docstring for definitions."""
 
@@ -168,6 +191,25 @@ class ThroughputMonitor(L.Callback):
         self._flops = 0.0
         self.last: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self._totals = {"tokens": 0, "forward_tokens": 0, "fit_s": 0.0}
+        self._fit_started: float | None = None
+
+    # -- run totals (cost) -------------------------------------------------------------------
+    def totals(self) -> dict:
+        """``{tokens, forward_tokens, fit_s}`` so far (definitions in the module docstring)."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return {**self._totals, "fit_s": round(self._totals["fit_s"] + running, 3)}
+
+    def state_dict(self) -> dict:
+        return self.totals()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._totals = {k: state_dict.get(k, v) for k, v in self._totals.items()}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._totals = self.totals()
+        self._fit_started = None
+
 
     def _peak(self, pl_module) -> float | None:
         if self.peak_flops is None and pl_module.device.type == "cpu":
@@ -177,6 +219,7 @@ class ThroughputMonitor(L.Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._peak(pl_module)
         self._shape = None
+        self._fit_started = time.perf_counter()
 
     @staticmethod
     def _sync(pl_module) -> None:
@@ -197,10 +240,11 @@ class ThroughputMonitor(L.Callback):
         if self._shape is None:
             self._shape = ModelShape.of(policy)
         shared = getattr(pl_module, "forward_mode", "padded") == "shared_prompt"
-        tokens = batch_tokens(batch, shared_prompt=shared)
-        reference = bool(getattr(pl_module, "needs_reference", False)) and (
-            getattr(pl_module, "reference_cache", None) is None
-        )
+        kl_pairs = "kl_pairs" in getattr(getattr(pl_module, "loss", None), "needs", ())
+        tokens = batch_tokens(batch, shared_prompt=shared, kl_pairs=kl_pairs)
+        self._totals["tokens"] += tokens.tokens
+        self._totals["forward_tokens"] += tokens.tokens * sum(models_forwarded(pl_module).values())
+        reference = models_forwarded(pl_module)["reference"]
         t = self._tokens
         self._tokens = BatchTokens(
             t.tokens + tokens.tokens, t.scored + tokens.scored, t.attended + tokens.attended

@@ -3,9 +3,11 @@
 One evaluation writes ``<out>/eval_results.json`` (metrics, scorer names, win-rate summaries with
 CIs, judge counts, a few example generations) and ``<out>/generations.jsonl`` (every output).
 The table has one row per run and the PLaD Table 1 columns -- word count, R-1, R-2, R-L, RM win rate
-vs the reference, T-S win rate -- plus judge win rate, GSM8K accuracy and the offline scorer's
-columns when present. Offline-scorer columns are headed ``offline:`` and a footnote names the scorer:
-they are not reward-model numbers.
+vs the reference, T-S win rate -- plus exact-match accuracy, judge win rate, GSM8K accuracy, the
+offline scorer's columns and the row's cost (wall-clock seconds and tokens processed, ``cost.py``)
+when present. Exact match and win rates show their bootstrap 95 % interval (``value [lo, hi]``) when
+the results hold one; exact match per task family follows as a second table. Offline-scorer columns
+are headed ``offline:`` and a footnote names the scorer: they are not reward-model numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ RESULTS_FILE = "eval_results.json"
 # (metric key, header); a column is shown when any row has it.
 COLUMNS = (
     ("word_count", "Word Count"),
+    ("exact_match/overall", "EM (%)"),
     ("rouge1", "R-1"),
     ("rouge2", "R-2"),
     ("rougeL", "R-L"),
@@ -35,8 +38,19 @@ COLUMNS = (
     ("offline/score", "offline: score"),
     ("offline/win_rate", "offline: WR (%)"),
     ("offline/ts_win_rate", "offline: T-S WR (%)"),
+    ("cost/seconds", "Time (s)"),
+    ("cost/tokens", "Tokens"),
     ("n", "N"),
 )
+# metric key -> where its bootstrap interval is in the results' details (a summary with "ci")
+CI_DETAILS = {
+    "exact_match/overall": ("exact_match", "overall"),
+    "rm/win_rate": ("rm/vs_reference",),
+    "rm/ts_win_rate": ("rm/teacher_vs_student",),
+    "offline/win_rate": ("offline/vs_reference",),
+    "offline/ts_win_rate": ("offline/teacher_vs_student",),
+    "judge/win_rate": ("judge/vs_reference",),
+}
 
 
 def write_results(out_dir: Path, result: dict, examples, outputs, teacher_outputs, per: dict) -> Path:
@@ -81,12 +95,54 @@ def markdown_table(
     return "\n".join([line(header), sep, *map(line, body), *(f"  {n}" for n in dict.fromkeys(notes))])
 
 
+def _cell(metrics: dict, key: str) -> str:
+    """The value, with its interval as ``value [lo, hi]`` when ``metrics`` has ``<key>/ci``."""
+    ci = metrics.get(f"{key}/ci")
+    if ci is None or metrics.get(key) is None:
+        return _fmt(metrics.get(key))
+    return f"{_fmt(metrics[key])} [{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
 def format_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[str] = ()) -> str:
     """Markdown table, one row per ``(label, metrics)``, columns from :data:`COLUMNS` present in any row."""
     cols = [(k, h) for k, h in COLUMNS if any(k in m for _, m in rows)]
     header = ["Run"] + [h for _, h in cols]
-    body = [[label] + [_fmt(m.get(k)) for k, _ in cols] for label, m in rows]
+    body = [[label] + [_cell(m, k) for k, _ in cols] for label, m in rows]
     return markdown_table(header, body, notes=footnotes)
+
+
+def family_table(rows: Sequence[tuple[str, dict]]) -> str | None:
+    """Exact match (%) per task family, one row per run (None when no row has exact match)."""
+    families = sorted(
+        {k.split("/", 1)[1] for _, m in rows for k in m if k.startswith("exact_match/")}
+        - {"overall", "n", "overall/ci"}
+    )
+    if not families:
+        return None
+    header = ["Run", *families, "overall", "N"]
+    body = [
+        [label, *(_fmt(m.get(f"exact_match/{f}")) for f in families), _fmt(m.get("exact_match/overall")),
+         _fmt(m.get("exact_match/n"))]
+        for label, m in rows
+    ]  # fmt: skip
+    return "Exact match by task family (%):\n\n" + markdown_table(header, body)
+
+
+def table_row(result: dict, results_file: str | Path | None = None) -> dict:
+    """A result's metrics for the table: plus each interval of :data:`CI_DETAILS` (``<key>/ci``) and,
+    given the results file, the row's cost (``cost.table_cost``)."""
+    from prefdistill.eval.cost import table_cost
+
+    row = dict(result.get("metrics", {}))
+    for key, path in CI_DETAILS.items():
+        node = result.get("details", {})
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if key in row and isinstance(node, dict) and "ci" in node:
+            row[f"{key}/ci"] = node["ci"]
+    if results_file is not None:
+        row.update(table_cost(result, results_file))
+    return row
 
 
 def footnotes(results: Iterable[dict]) -> list[str]:
@@ -102,7 +158,16 @@ def footnotes(results: Iterable[dict]) -> list[str]:
             notes.append(f"offline = {scorers['offline']} (offline stand-in, NOT a reward model)")
         if "judge" in scorers:
             notes.append(f"judge = {scorers['judge']}")
+        if "exact_match/overall" in r.get("metrics", {}):
+            notes.append("EM = exact-match accuracy of the answer on the verifiable task families; [95 % bootstrap CI]")
     return notes
+
+
+def cost_note(rows: Sequence[tuple[str, dict]]) -> list[str]:
+    if not any("cost/seconds" in m for _, m in rows):
+        return []
+    return ["Time / Tokens = wall-clock seconds and tokens processed by the row: its training plus the "
+            "pipeline stages it used (sampling, scoring, SFT; counted when reused too); evaluation excluded"]  # fmt: skip
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:
@@ -125,8 +190,11 @@ def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> t
     """The comparison table of every result found under ``paths``; saved as compare.md/.json."""
     files = find_results(paths)
     results = [json.loads(f.read_text()) for f in files]
-    rows = [(r.get("label") or f.parent.name, r.get("metrics", {})) for r, f in zip(results, files)]
-    table = format_table(rows, footnotes(results))
+    rows = [(r.get("label") or f.parent.name, table_row(r, f)) for r, f in zip(results, files)]
+    table = format_table(rows, footnotes(results) + cost_note(rows))
+    families = family_table(rows)
+    if families is not None:
+        table += "\n\n" + families
     if out_dir is not None:
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / "compare.md", table + "\n")

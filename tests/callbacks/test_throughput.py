@@ -109,6 +109,40 @@ def test_metrics_logged_in_tiny_fit(tmp_path):
     tokens = sum(len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples[2:])
     assert last["train/perf/tokens_per_s"] == pytest.approx(tokens / last["train/perf/step_time_s"])
     assert last["train/perf/mfu"] == pytest.approx(last["train/perf/tflops"] * 1e12 / 1e9)
+    # run totals (cost): every example's prompt + chosen + rejected once (shared prompt), one model (SimPO)
+    all_tokens = sum(len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
+    totals = monitor.totals()
+    assert totals["tokens"] == totals["forward_tokens"] == all_tokens == 4 * 11 + 6  # 6..9 prompt ids
+    assert totals["fit_s"] >= sum(h["train/perf/step_time_s"] for h in monitor.history) > 0
+    resumed = ThroughputMonitor()
+    resumed.load_state_dict(monitor.state_dict())  # a checkpoint carries the totals
+    assert resumed.totals() == totals
+
+
+def test_forward_tokens_count_an_uncached_reference(tmp_path):
+    """DPO without a reference cache runs the reference on every batch: twice the policy's tokens."""
+    from prefdistill.losses import get_loss
+    from prefdistill.modules import PreferenceModule
+
+    spec = hydra.utils.instantiate(OmegaConf.load(ROOT / "configs" / "model" / "tiny.yaml"))
+    examples = [
+        {"prompt_ids": [3, 4, 5], "chosen_ids": [20, 21], "rejected_ids": [30], "index": i} for i in range(2)
+    ]
+    loader = torch.utils.data.DataLoader(
+        examples, batch_size=2, collate_fn=functools.partial(collate_pairs, pad_token_id=0)
+    )
+    module = PreferenceModule(
+        policy=spec, loss=get_loss("dpo"), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), forward="padded"
+    )
+    monitor = ThroughputMonitor(peak_flops=1e9)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[monitor], default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=loader)
+    totals = monitor.totals()
+    assert totals["tokens"] == 2 * (5 + 4)  # padded layout: prompt + chosen, prompt + rejected
+    assert totals["forward_tokens"] == 2 * totals["tokens"]
 
 
 def test_measured_peak_on_cpu():
