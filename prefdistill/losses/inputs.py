@@ -113,8 +113,6 @@ class UnpairedInputs:
 
     ``kl_logps`` / ``ref_kl_logps`` are the policy's and reference's summed log-probs of mismatched
     (prompt, completion) pairs of the same batch (KTO's estimate of the KL term, ``needs`` ``kl_pairs``).
-    ``pair_ids`` (B,) long names the preference pair a row was cut from (``data.unpair=true``; −1 or
-    None: none), so losses can report pair accuracy over the pairs whose two rows share a batch.
     """
 
     logps: Tensor
@@ -123,7 +121,6 @@ class UnpairedInputs:
     ref_logps: Tensor | None = None
     kl_logps: Tensor | None = None
     ref_kl_logps: Tensor | None = None
-    pair_ids: Tensor | None = None
     loss_name: str = "loss"
 
     def desirable(self) -> Tensor:

@@ -6,9 +6,9 @@ of mismatched (prompt, completion) pairs. Notation: the implied reward of a row 
 ``r(x, y) = β (S_θ(y|x) − S_ref(y|x))`` (reported as ``reward/*``); ``D`` / ``U`` are the desirable
 and undesirable rows.
 
-Metrics that concern one class (``reward/desirable``) or one matched pair (``reward/accuracy``) are
-NaN on the rows they do not apply to; the unpaired training module averages each metric over the rows
-where it is defined (so a class's mean is over that class's rows, whatever the batch's class mix).
+Every unpaired loss reports the per-row implied reward as ``metrics["reward"]`` (the contract of the
+kind): the unpaired training module turns it into the mean reward of each class and, for rows cut from
+one pair, DPO's pair ``reward/margin`` and ``reward/accuracy``.
 """
 
 from __future__ import annotations
@@ -20,46 +20,16 @@ from prefdistill.losses.inputs import UnpairedInputs
 from prefdistill.losses.registry import LossOutput, register
 from prefdistill.losses.terms import check_range
 
-NAN = float("nan")
 
+def reward_metrics(rewards: torch.Tensor, desirable: torch.Tensor, threshold: torch.Tensor) -> dict:
+    """The metrics every unpaired loss reports, all (B,) detached and finite.
 
-def by_label(values: torch.Tensor, desirable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values`` (B,) split into (desirable rows, NaN elsewhere) and (undesirable rows, NaN elsewhere)."""
-    values = values.detach().float()
-    return values.masked_fill(~desirable, NAN), values.masked_fill(desirable, NAN)
-
-
-def pair_metrics(rewards: torch.Tensor, desirable: torch.Tensor, pair_ids: torch.Tensor | None) -> dict:
-    """``reward/margin`` and ``reward/accuracy`` of the pairs whose two rows are both in the batch.
-
-    Rows cut from one pair (``data.unpair=true``) share a ``pair_id``; a row whose pair-mate (same id,
-    other label) is in the batch gets ``r(desirable) − r(undesirable)`` of its pair and whether that is
-    > 0, i.e. DPO's ``reward/margin`` and ``reward/accuracy``; other rows get NaN. Empty without pairs.
+    ``reward``: the row's implied reward r (the unpaired module splits it by label and, for rows cut from
+    one pair, into pair margin and accuracy); ``reward/label_accuracy``: the rows the loss's binary
+    classifier gets right (r above ``threshold`` -- KTO's β z₀, BCO's δ -- exactly when desirable).
     """
-    if pair_ids is None:
-        return {}
-    r = rewards.detach().float()
-    mates = (pair_ids[:, None] == pair_ids[None, :]) & (desirable[:, None] != desirable[None, :])
-    mates &= (pair_ids >= 0)[:, None]
-    n = mates.sum(1)
-    mate_reward = (mates * r[None, :]).sum(1) / n.clamp_min(1)  # (B,) mean reward of the row's mate(s)
-    margin = torch.where(desirable, r - mate_reward, mate_reward - r).masked_fill(n == 0, NAN)
-    accuracy = (margin > 0).float().masked_fill(n == 0, NAN)
-    return {"reward/margin": margin, "reward/accuracy": accuracy}
-
-
-def class_metrics(rewards: torch.Tensor, desirable: torch.Tensor, threshold: torch.Tensor, pair_ids) -> dict:
-    """The reward metrics every unpaired loss reports, all (B,) detached.
-
-    ``reward/desirable`` / ``reward/undesirable``: r on that class's rows; ``reward/label_accuracy``: the
-    rows the loss's binary classifier gets right (r above ``threshold`` — KTO's z₀, BCO's δ — exactly when
-    desirable); plus :func:`pair_metrics`.
-    """
-    good, bad = by_label(rewards, desirable)
-    right = ((rewards.detach() > threshold) == desirable).float()
-    return {"reward/desirable": good, "reward/undesirable": bad, "reward/label_accuracy": right} | pair_metrics(
-        rewards, desirable, pair_ids
-    )
+    rewards = rewards.detach().float()
+    return {"reward": rewards, "reward/label_accuracy": ((rewards > threshold) == desirable).float()}
 
 
 def _check_kto(hp):
@@ -84,14 +54,14 @@ def kto(x: UnpairedInputs, *, beta: float, desirable_weight: float, undesirable_
     ``undesirable_weight`` λ_U (TRL defaults 1.0) rebalance unequal class counts; the paper recommends
     ``λ_D n_D / (λ_U n_U)`` in [1, 4/3].
 
-    Metrics: ``reward/*`` as in :func:`class_metrics` with threshold z₀, and ``kl/reference`` = z₀.
+    Metrics: :func:`reward_metrics` with threshold β z₀, and ``kl/reference`` = z₀.
     """
     desirable = x.desirable()
     rho = x.ratios()  # (B,)
     z0 = x.kl_ratios().mean().clamp_min(0.0).detach()
     value = torch.where(desirable, torch.sigmoid(beta * (rho - z0)), torch.sigmoid(beta * (z0 - rho)))
     weight = torch.where(desirable, desirable_weight, undesirable_weight).to(value)
-    metrics = class_metrics(beta * rho, desirable, beta * z0, x.pair_ids)
+    metrics = reward_metrics(beta * rho, desirable, beta * z0)
     metrics["kl/reference"] = z0.expand_as(rho).clone()
     return LossOutput(weight * (1.0 - value), metrics)
 
@@ -113,7 +83,7 @@ def bco(x: UnpairedInputs, *, beta: float, state: dict) -> LossOutput:
     the two differ by one batch's weight in a running mean). The paper's underlying-distribution-matching
     weights (UDM: a prompt classifier on embeddings) are not implemented: every row has weight 1.
 
-    Metrics: ``reward/*`` as in :func:`class_metrics` with threshold δ, and ``reward/delta`` = δ.
+    Metrics: :func:`reward_metrics` with threshold δ, and ``reward/delta`` = δ.
     """
     desirable = x.desirable()
     rewards = beta * x.ratios()  # (B,)
@@ -122,6 +92,6 @@ def bco(x: UnpairedInputs, *, beta: float, state: dict) -> LossOutput:
     new_mean = mean + (rewards.detach().double().mean() - mean) * n / (count + n)
     delta = new_mean.float()
     loss = torch.where(desirable, -F.logsigmoid(rewards - delta), -F.logsigmoid(-(rewards - delta)))
-    metrics = class_metrics(rewards, desirable, delta, x.pair_ids)
+    metrics = reward_metrics(rewards, desirable, delta)
     metrics["reward/delta"] = delta.expand_as(rewards).clone()
     return LossOutput(loss, metrics, {"reward_mean": new_mean, "reward_count": count + n})
