@@ -1,4 +1,4 @@
-"""Token-level distillation (forward/reverse KL, TVD, generalized JSD, skew KL, MiniLLM).
+"""Token-level distillation (forward/reverse KL, TVD, generalized JSD, skew KL, MiniLLM, ULD, DistiLLM-2).
 
 The student is trained with teacher forcing on responses: the dataset's (the ``chosen`` side of
 pairs, or SFT records), or, with ``on_policy`` set, responses sampled from the student itself
@@ -10,33 +10,58 @@ next-token distributions come from
   disk, so no teacher is held during training (``teacher_cache.py`` states the approximation).
   Rollouts are new text, so on-policy training always runs the teacher online.
 
-Token-level losses compare next-token distributions, so the teacher must share the student's
-vocabulary: a mismatch is refused with both sizes named. The module branches on the loss's needs:
-``policy_samples`` (MiniLLM) requires every batch to be a rollout and passes the sampling policy's
-log-probs and the proposal's (``sample_logps``, ``proposal_logps``) to the loss.
+The module branches on the loss's needs:
+
+* **one vocabulary** (default): the teacher must share the student's tokenizer. Tokenizers that
+  differ only in padding (the same token at every id below the smaller output size, e.g.
+  Qwen2.5-7B's 152064 rows vs 0.5B's 151936) are accepted and both models' logits are cut to the
+  shared ids (logged once); any other mismatch is refused naming both tokenizers.
+* ``cross_tokenizer`` (``uld``, ``gold``): the teacher reads its own tokenization of the same text
+  (its own chat template when it has one, raw text otherwise: Gemma-3-270M base has none) and its
+  top-k, aligned to the student's tokens, is computed once per split in the data path
+  (``teacher_cache.cross_tokenizer_topk``) and kept in ``teacher_cache``, else in
+  ``<cache_dir>/teacher_topk``, else in memory.
+* ``rejected`` (``distillm2``): batches are pairs (teacher response = chosen, student response =
+  rejected); both sides are distilled and reach the loss as ``TokenInputs(..., rejected=...)``.
+* ``policy_samples`` (MiniLLM): every batch must be a rollout; the sampling policy's and the
+  proposal's log-probs (``sample_logps``, ``proposal_logps``) go to the loss.
+
+Every call passes ``progress`` (fraction of the training steps done) for losses with schedules.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 
 import torch
 from tqdm.auto import tqdm
 
+from prefdistill.data.alignment import shared_vocabulary, tokenizer_name
+from prefdistill.data.templates import PromptEncoder
 from prefdistill.generation.mixture import MixtureGenerator
 from prefdistill.losses import TokenInputs
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
-from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable, teacher_cache_key, topk_rows
+from prefdistill.modules.teacher_cache import (
+    CROSS_FIELDS,
+    TeacherCache,
+    TeacherTable,
+    cross_tokenizer_topk,
+    teacher_cache_key,
+    teacher_rows,
+)
+from prefdistill.utils.cache import content_hash
+
+log = logging.getLogger(__name__)
 
 
-def next_token_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """(B, T-1, V) logits of the responses' batch: position t predicts token t+1."""
-    return model(input_ids=batch["chosen_input_ids"], attention_mask=batch["chosen_attention_mask"]).logits[
-        :, :-1
-    ]
+def next_token_logits(model: torch.nn.Module, batch: dict, side: str = "chosen") -> torch.Tensor:
+    """(B, T-1, V) logits of one side of the batch: position t predicts token t+1."""
+    return model(input_ids=batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]).logits[:, :-1]
 
 
 def vocab_size(model: torch.nn.Module) -> int:
@@ -61,87 +86,138 @@ class DistillModule(PolicyModule):
         **kw,
     ):
         super().__init__(*args, **kw)
+        needs = self.loss.needs
         if self.loss.kind != "token":
-            raise ValueError(
-                f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
-            )
-        if "teacher" in self.loss.needs and teacher is None:
+            raise ValueError(f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}")
+        if "teacher" in needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
-        if "policy_samples" in self.loss.needs and (on_policy is None or on_policy.fraction < 1.0):
+        if "policy_samples" in needs and (on_policy is None or on_policy.fraction < 1.0):
             raise ValueError(
                 f"loss {self.loss.name!r} trains on responses sampled from the policy: set "
                 "on_policy.fraction=1 (method=minillm does)"
             )
-        if teacher_cache is not None and on_policy is not None and on_policy.fraction > 0:
+        sampling = on_policy is not None and on_policy.fraction > 0
+        if sampling and (teacher_cache is not None or {"cross_tokenizer", "rejected"} & needs):
             raise ValueError(
-                "teacher_cache holds the teacher on dataset responses only; on-policy samples are new "
-                "text and need the online teacher: set module.teacher_cache=null"
+                f"on-policy samples are new text: they need the online teacher of the student's vocabulary, and "
+                f"{self.loss.name!r} reads dataset responses only; set on_policy=null (or module.teacher_cache=null "
+                "for a token-level loss of one vocabulary)"
             )
         teacher_topk = 64 if teacher_topk == "auto" else teacher_topk
         if teacher_topk < 1:
             raise ValueError(f"teacher_topk must be >= 1, got {teacher_topk}")
+        self.cross = "cross_tokenizer" in needs
+        if self.cross and teacher_cache is None:  # the aligned table always exists; on disk when possible
+            teacher_cache = self.auto_cache("auto", "teacher_topk")
         self.teacher_spec = teacher
         self.teacher: torch.nn.Module | None = None
-        self.teacher_cache = TeacherCache(teacher_cache) if teacher_cache is not None else None
+        fields = CROSS_FIELDS if self.cross else None
+        self.teacher_cache = None if teacher_cache is None else TeacherCache(teacher_cache, *([fields] if fields else []))
         self.teacher_topk = int(teacher_topk)
         self.on_policy = on_policy
-        self._teacher_tables: dict[str, TeacherTable] = {}
+        self.vocab_limit: int | None = None  # shared ids of a padded teacher vocabulary
+        self._teacher_tables: dict[tuple[str, str], TeacherTable] = {}
+        self._total_steps: int | None = None
         self._generator = None
         self._rollout: dict | None = None
         self._rollout_uses = 0
 
     # -- models ------------------------------------------------------------------------
     def configure_extra_models(self) -> None:
-        if self.teacher is None and self.teacher_spec is not None and self.teacher_cache is None:
+        table = self.cross or self.teacher_cache is not None
+        if self.teacher is None and self.teacher_spec is not None and not table:
             self.teacher = self._load_teacher()
 
     def _load_teacher(self) -> torch.nn.Module:
         teacher = load_model(self.teacher_spec, trainable=False)
-        student, other = vocab_size(self.policy), vocab_size(teacher)
-        if student != other:
-            raise ValueError(
-                f"token-level loss {self.loss.name!r} needs one vocabulary, but the student has "
-                f"{student} tokens and the teacher {other}; use a sequence-level method "
-                "(seqkd, plad, pad) for teachers with another tokenizer"
-            )
+        if not self.cross:
+            self.vocab_limit = self._shared_vocabulary(vocab_size(self.policy), vocab_size(teacher))
         return teacher.to(self.device) if self._device_known() else teacher
+
+    def _shared_vocabulary(self, student: int, other: int) -> int | None:
+        """None (one vocabulary), the shared size of a padded one, or an error naming both tokenizers."""
+        if student == other and self.teacher_spec.tokenizer_source == self.policy_spec.tokenizer_source:
+            return None
+        s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(self.teacher_spec)
+        shared = shared_vocabulary(s_tok, t_tok, student, other)
+        if shared is None:
+            raise ValueError(
+                f"token-level loss {self.loss.name!r} needs one vocabulary, but the student's tokenizer "
+                f"{tokenizer_name(s_tok)}, output size {student}, and the teacher's {tokenizer_name(t_tok)}, output "
+                f"size {other}, differ in more than padding; use a cross-tokenizer loss (method=uld or method=gold) "
+                "or a sequence-level method (seqkd, plad, pad) for a teacher with another tokenizer"
+            )
+        if self.vocab_limit is None and student != other:
+            log.info(
+                "teacher vocabulary padded: student %d and teacher %d output rows, the tokenizers agree on every id "
+                "below %d; token-level KD uses the first %d logits of both", student, other, shared, shared,
+            )  # fmt: skip
+        return None if shared == student == other else shared
 
     def _device_known(self) -> bool:
         return self.policy is not None and next(self.policy.parameters()).device.type != "meta"
 
     # -- teacher distributions -----------------------------------------------------------
-    def _teacher_table(self, split: str) -> TeacherTable:
-        if split not in self._teacher_tables:
-            dm = self.trainer.datamodule
-            data = self.teacher_cache.load_or_compute(
-                teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk),
-                lambda: self._compute_teacher_topk(dm.loader(split), split),
-                f"teacher top-{self.teacher_topk} [{split}]",
-            )
-            self._teacher_tables[split] = TeacherTable(data)
-        return self._teacher_tables[split]
+    def _teacher_table(self, split: str, side: str) -> TeacherTable:
+        if (split, side) not in self._teacher_tables:
+            key, compute, label = self._cross_entry(split) if self.cross else self._topk_entry(split, side)
+            data = compute() if self.teacher_cache is None else self.teacher_cache.load_or_compute(key, compute, label)
+            self._teacher_tables[(split, side)] = TeacherTable(data)
+        return self._teacher_tables[(split, side)]
+
+    def _topk_entry(self, split: str, side: str):
+        dm = self.trainer.datamodule
+        key = teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk, side)
+        label = f"teacher top-{self.teacher_topk} [{split}, {side}]"
+        return key, lambda: self._compute_teacher_topk(dm.loader(split), label, side), label
+
+    def _cross_entry(self, split: str):
+        dm = self.trainer.datamodule
+        template = "raw" if dm.template == "raw" else "auto"  # the teacher's own chat template, if any
+        records = dm.records[split]
+        texts = content_hash([[i, r.prompt, getattr(r, "chosen", None) or r.response] for i, r in sorted(records.items())])
+        key = teacher_cache_key(
+            dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk, "chosen", alignment="cross_tokenizer",
+            teacher_template=template, policy=dataclasses.asdict(dm.policy), texts=texts,
+            student_tokenizer=self.policy_spec.tokenizer_source,
+        )  # fmt: skip
+        label = f"teacher top-{self.teacher_topk} across tokenizers [{split}]"
+
+        def compute():
+            teacher = load_model(self.teacher_spec, trainable=False).to(self.device)  # held for this pass only
+            return cross_tokenizer_topk(
+                teacher, load_tokenizer(self.teacher_spec), dm.tokenizer, dm.datasets[split], records,
+                policy=dm.policy, student_template=PromptEncoder(dm.tokenizer, dm.template).template,
+                teacher_template=template, topk=self.teacher_topk, batch_size=dm.eval_batch_size,
+                chunk_size=self.chunk_size, device=self.device, label=label,
+            )  # fmt: skip
+
+        return key, compute, label
 
     @torch.no_grad()
-    def _compute_teacher_topk(self, loader, split: str) -> dict[str, torch.Tensor]:
+    def _compute_teacher_topk(self, loader, label: str, side: str) -> dict[str, torch.Tensor]:
         teacher = self._load_teacher().to(self.device)  # held only for this pass
-        index, counts, logps, ids = [], [], [], []
-        for batch in tqdm(loader, desc=f"teacher top-{self.teacher_topk} [{split}]", leave=False):
+        index, counts, logps, ids, picked = [], [], [], [], []
+        for batch in tqdm(loader, desc=label, leave=False):
             batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            mask = batch["chosen_labels"][:, 1:] != -100
-            values, top = topk_rows(next_token_logits(teacher, batch), mask, self.teacher_topk)
+            labels = batch[f"{side}_labels"][:, 1:]
+            rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)  # position t predicts t + 1
+            targets = torch.nn.functional.pad(labels.clamp_min(0), (0, 1))
+            ids_, mask_ = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
+            values, top, label_logps = teacher_rows(
+                teacher, ids_, mask_, rows, targets, self.teacher_topk, chunk_size=self.chunk_size,
+                vocab_limit=self.vocab_limit,
+            )  # fmt: skip
             index.append(batch["index"].cpu())
-            counts.append(mask.sum(-1).cpu())
+            counts.append(rows.sum(-1).cpu())
             logps.append(values.cpu())
             ids.append(top.cpu())
+            picked.append(label_logps.cpu())
         del teacher
         counts = torch.cat(counts)
         offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return {
-            "index": torch.cat(index),
-            "offsets": offsets,
-            "logps": torch.cat(logps),
-            "ids": torch.cat(ids),
-        }
+        return {"index": torch.cat(index), "offsets": offsets, "logps": torch.cat(logps), "ids": torch.cat(ids),
+                "label_logps": torch.cat(picked)}  # fmt: skip
 
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
@@ -180,24 +256,37 @@ class DistillModule(PolicyModule):
         return rollout
 
     # -- loss ----------------------------------------------------------------------------
-
-    def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels = batch["chosen_labels"][:, 1:]  # (B, T-1): position t predicts token t+1
+    def _side_inputs(self, batch: dict, side: str) -> TokenInputs:
+        """The loss's tensors for one response side of the batch (student logits, teacher, mask, labels)."""
+        labels = batch[f"{side}_labels"][:, 1:]  # (B, T-1): position t predicts token t+1
         mask = labels != -100
-        student_logits = next_token_logits(self.policy, batch)
-        inputs = {"student_logits": student_logits.float(), "mask": mask, "labels": labels}
+        student = next_token_logits(self.policy, batch, side)[..., : self.vocab_limit]
+        inputs = {"student_logits": student.float(), "mask": mask, "labels": labels}
         if batch.get("rollout"):
             inputs |= {"sample_logps": batch.get("sample_logps"), "sample_mix": self.on_policy.teacher_mix}
-        if self.teacher_cache is not None and not batch.get("rollout"):
-            inputs |= self._teacher_table(self.current_split()).batch(batch["index"].cpu(), mask)
+        if (self.cross or self.teacher_cache is not None) and not batch.get("rollout"):
+            inputs |= self._teacher_table(self.current_split(), side).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
-                inputs["teacher_logits"] = next_token_logits(self.teacher, batch).float()
-        out = self.call_loss(TokenInputs(**inputs))
+                inputs["teacher_logits"] = next_token_logits(self.teacher, batch, side)[..., : self.vocab_limit].float()
+        return TokenInputs(**inputs)
+
+    def on_train_start(self) -> None:
+        steps = self.trainer.estimated_stepping_batches
+        self._total_steps = int(steps) if steps and steps != float("inf") else None
+
+    def progress(self) -> float:
+        """Fraction of the training steps done (0 before training or when the length is unknown)."""
+        return min(1.0, self.global_step / self._total_steps) if self._total_steps else 0.0
+
+    def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = self._side_inputs(batch, "chosen")
+        rejected = self._side_inputs(batch, "rejected") if "rejected" in self.loss.needs else None
+        out = self.call_loss(dataclasses.replace(x, rejected=rejected, progress=self.progress()))
         loss = out.loss.mean()
         metrics = {**out.metrics, "loss": loss.detach()}
         if batch.get("rollout"):
-            metrics["on_policy/response_tokens"] = mask.sum(-1).float()
+            metrics["on_policy/response_tokens"] = x.mask.sum(-1).float()
         return loss, metrics
 
     def training_step(self, batch, batch_idx):

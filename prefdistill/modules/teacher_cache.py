@@ -11,28 +11,62 @@ mass outside the top-k is not penalised by the KD term, and the divergence is ex
 teacher's mass outside its top-k is 0. ``k = 64``-``256`` keeps nearly all of a trained LM's mass.
 
 Key = sha256 over the tokenized examples of the split (token ids and rows: covers dataset content,
-split, tokenizer, chat template, max lengths), the teacher ``ModelSpec.identity()`` and ``k``;
-written atomically and checked on read like the reference cache (``reference_cache.py``).
-File: ``index`` (N,) rows, ``offsets`` (N+1,) into the flat ``logps`` (M, k) float32 and ``ids``
-(M, k) int32, M = total response tokens, positions in order.
+split, tokenizer, chat template, max lengths), the teacher ``ModelSpec.identity()``, ``k`` and the
+response side (``chosen`` / ``rejected``); written atomically and checked on read like the reference
+cache (``prefdistill/utils/cache.py``). File: ``index`` (N,) rows, ``offsets`` (N+1,) into the flat ``logps``
+(M, k) float32, ``ids`` (M, k) int32 and ``label_logps`` (M,) (the teacher's log-prob of the
+response token itself), M = total response tokens, positions in order.
+
+**Another tokenizer** (:func:`cross_tokenizer_topk`, losses that need ``cross_tokenizer``): the
+teacher reads its own tokenization of the same prompt and response text, and the alignment of
+:mod:`prefdistill.data.alignment` is stored with its top-k in the *student's* positions: at each
+span head the teacher's top-k (``logps``), those tokens' student ids (``student_ids``, -1 without a
+counterpart) and the teacher's log-prob of the span's later tokens (``span_logps``); per student
+token ``span_start`` (index of its span head in the response, -1 unaligned) and ``matched``. The key
+adds the teacher's template, the truncation policy, the student tokenizer and the texts. The lm_head
+runs on ``chunk_size`` response rows at a time: no (B, T, V_teacher) tensor exists.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from prefdistill.modules.reference_cache import TensorCache, cache_key
+from prefdistill.data.alignment import align_spans, response_spans, vocabulary_map
+from prefdistill.data.collate import pad_rows
+from prefdistill.data.records import DataError, RowError
+from prefdistill.data.templates import PromptEncoder
+from prefdistill.data.truncation import truncate
+from prefdistill.models.logprobs import backbone_hidden
+from prefdistill.utils.cache import TensorCache, tokenized_data_key
 
-FIELDS = ("index", "offsets", "logps", "ids")
+log = logging.getLogger(__name__)
+FORMAT = 2  # 2: label_logps added, per-side keys
+FIELDS = ("index", "offsets", "logps", "ids", "label_logps")
+CROSS_FIELDS = ("index", "offsets", "logps", "student_ids", "span_logps", "span_start", "matched")
+# stored field -> TokenInputs field, and the fill value of positions the field does not cover
+_INPUTS = {
+    "logps": ("teacher_topk_logps", 0.0),
+    "ids": ("teacher_topk_ids", 0),
+    "label_logps": ("teacher_label_logps", 0.0),
+    "student_ids": ("teacher_topk_student_ids", -1),
+    "span_logps": ("teacher_span_logps", 0.0),
+    "span_start": ("span_start", -1),
+    "matched": ("span_matched", False),
+}
 
 
 class TeacherCache(TensorCache):
-    def __init__(self, root):
-        super().__init__(root, FIELDS, what="teacher top-k")
+    def __init__(self, root, fields: tuple[str, ...] = FIELDS):
+        super().__init__(root, fields, what="teacher top-k")
 
 
-def teacher_cache_key(examples: list[dict], teacher_identity: dict, topk: int) -> str:
-    return cache_key(examples, {"teacher": teacher_identity, "topk": int(topk), "kind": "teacher_topk"})
+def teacher_cache_key(examples: list[dict], teacher_identity: dict, topk: int, side: str = "chosen", **extra) -> str:
+    payload = {"teacher": teacher_identity, "topk": int(topk), "kind": "teacher_topk", "format": FORMAT}
+    return tokenized_data_key(examples, {**payload, "side": side, **extra})
 
 
 def topk_rows(
@@ -44,28 +78,163 @@ def topk_rows(
     return values, ids.int()
 
 
+@torch.no_grad()
+def teacher_rows(
+    model, input_ids, attention_mask, rows: torch.Tensor, targets: torch.Tensor, topk: int,
+    *, chunk_size: int = 256, vocab_limit: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Top-k log-probs (R, k), their ids (R, k) int32 and the log-prob of ``targets`` (R,) at the R
+    positions ``rows`` (B, T) bool of one teacher forward, the lm_head applied ``chunk_size`` rows at a
+    time (logits past ``vocab_limit`` dropped: a padded vocabulary)."""
+    parts = backbone_hidden(model, input_ids, attention_mask)
+    if parts is None:  # no generic backbone: full logits, selected rows only
+        hidden, head, softcap = model(input_ids=input_ids, attention_mask=attention_mask).logits, None, None
+    else:
+        hidden, head, softcap = parts
+    hidden, targets = hidden[rows], targets[rows].long()
+    values, ids, picked = [], [], []
+    for i in range(0, hidden.shape[0], chunk_size):
+        logits = hidden[i : i + chunk_size] if head is None else head(hidden[i : i + chunk_size])
+        logits = logits.float()[:, :vocab_limit]
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logps = torch.log_softmax(logits, -1)
+        v, j = logps.topk(min(topk, logps.shape[-1]), dim=-1)
+        values.append(v)
+        ids.append(j.int())
+        picked.append(logps.gather(-1, targets[i : i + chunk_size, None]).squeeze(-1))
+    if not values:
+        return hidden.new_zeros(0, topk), torch.zeros(0, topk, dtype=torch.int32), hidden.new_zeros(0)
+    return torch.cat(values), torch.cat(ids), torch.cat(picked)
+
+
 class TeacherTable:
-    """Lookup of cached top-k rows by dataset row, assembled into (B, T, k) tensors for a batch."""
+    """Lookup of cached per-token rows by dataset row, assembled into (B, T, ...) tensors for a batch."""
 
     def __init__(self, data: dict[str, torch.Tensor]):
-        self.offsets, self.logps, self.ids = data["offsets"].long(), data["logps"], data["ids"]
+        self.offsets = data["offsets"].long()
+        self.fields = {k: v for k, v in data.items() if k in _INPUTS}
         self.position = {int(r): i for i, r in enumerate(data["index"].tolist())}
 
     def batch(self, index: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        k = self.logps.shape[-1]
-        logps = mask.new_zeros((*mask.shape, k), dtype=torch.float32)
-        ids = mask.new_zeros((*mask.shape, k), dtype=torch.long)
+        """The ``TokenInputs`` tensors of the rows ``index`` whose response positions are ``mask`` (B, T)."""
+        out = {}
+        for name, values in self.fields.items():
+            key, fill = _INPUTS[name]
+            dtype = torch.float32 if values.is_floating_point() else values.dtype
+            dtype = torch.long if dtype == torch.int32 else dtype
+            out[key] = torch.full((*mask.shape, *values.shape[1:]), fill, dtype=dtype, device=mask.device)
         for b, row in enumerate(index.tolist()):
             if row not in self.position:
                 raise KeyError(f"teacher cache has no entry for dataset row {row}")
             i = self.position[row]
             lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-            n = int(mask[b].sum())
-            if hi - lo != n:
+            positions = mask[b].nonzero().squeeze(-1)
+            if hi - lo != len(positions):
                 raise ValueError(
-                    f"teacher cache row {row} holds {hi - lo} response tokens but the batch has {n}; "
+                    f"teacher cache row {row} holds {hi - lo} response tokens but the batch has {len(positions)}; "
                     "the cache key should have changed: delete the cache folder"
                 )
-            logps[b, mask[b]] = self.logps[lo:hi].to(logps.device)
-            ids[b, mask[b]] = self.ids[lo:hi].long().to(ids.device)
-        return {"teacher_topk_logps": logps, "teacher_topk_ids": ids}
+            for name, values in self.fields.items():
+                rows = values[lo:hi].to(mask.device)
+                if name == "span_start":  # index within the response -> position in the batch
+                    rows = torch.where(rows >= 0, positions[rows.clamp_min(0).long()], -1)
+                out[_INPUTS[name][0]][b, positions] = rows.to(out[_INPUTS[name][0]].dtype)
+        return out
+
+
+# ------------------------------------------------------------------ a teacher with another tokenizer
+def _response_text(record) -> str:
+    return record.chosen if hasattr(record, "chosen") else record.response
+
+
+def _ends(spans: list[tuple[int, int]], n: int) -> bool:
+    """The response is complete and ends in a zero-width end token (eos / end of turn)."""
+    return bool(spans) and spans[-1] == (n, n) and any(b == n > a for a, b in spans)
+
+
+def align_example(example: dict, record, student, teacher, policy, label: str) -> tuple[list[int], list, list]:
+    """``(teacher_prompt_ids, teacher_response_ids, groups)`` of one example; ``student``/``teacher`` are
+    ``(tokenizer, PromptEncoder)``. A response neither tokenization reproduces is a ``DataError``."""
+    text = _response_text(record)
+    t_prompt, (t_resp,) = teacher[1].encode(record.prompt, [text])
+    try:
+        t_prompt, (t_resp,), _, _ = truncate(t_prompt, [t_resp], policy, teacher[1].bos_id)
+    except RowError as err:
+        raise DataError(f"{label}: row {example['index']}: teacher tokenization: {err}") from err
+    spans = []
+    for (tok, encoder), ids, who in ((student, example["chosen_ids"], "student"), (teacher, t_resp, "teacher")):
+        found = response_spans(tok, encoder.template, record.prompt, text, ids)
+        if found is None:
+            raise DataError(
+                f"{label}: row {example['index']}: field 'chosen'/'response': the {who} tokenizer's rendering "
+                "of the response does not reproduce its token ids; cannot align it across tokenizers"
+            )
+        spans.append(found)
+    groups = align_spans(*spans, student_eos=_ends(spans[0], len(text)), teacher_eos=_ends(spans[1], len(text)))
+    return t_prompt, t_resp, groups
+
+
+def _assemble(groups, n_student: int, topk, tids, label_logps, mapping: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per student token of one response: the stored fields (see the module docstring)."""
+    k = topk.shape[-1]
+    out = {
+        "logps": torch.zeros(n_student, k), "student_ids": torch.full((n_student, k), -1, dtype=torch.int32),
+        "span_logps": torch.zeros(n_student), "span_start": torch.full((n_student,), -1, dtype=torch.int32),
+        "matched": torch.zeros(n_student, dtype=torch.bool),
+    }  # fmt: skip
+    if not groups:
+        return out
+    s0, s1, t0, t1 = (torch.tensor([getattr(g, f) for g in groups]) for f in ("s0", "s1", "t0", "t1"))
+    members = torch.cat([torch.arange(g.s0, g.s1) for g in groups])  # every student token of a span
+    out["span_start"][members] = torch.repeat_interleave(s0, s1 - s0).int()
+    out["matched"][s0] = (s1 - s0 == 1) & (t1 - t0 == 1)
+    out["logps"][s0] = topk[t0]
+    out["student_ids"][s0] = mapping[tids[t0].long()].int()
+    cumulative = F.pad(label_logps.cumsum(0), (1, 0))  # teacher log-prob of tokens t0+1 .. t1-1
+    out["span_logps"][s0] = cumulative[t1] - cumulative[t0 + 1]
+    return out
+
+
+@torch.no_grad()
+def cross_tokenizer_topk(
+    teacher, teacher_tokenizer, student_tokenizer, examples: list[dict], records: dict, *, policy,
+    student_template: str, teacher_template: str, topk: int, batch_size: int = 8, chunk_size: int = 256,
+    device=None, label: str = "",
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The stored fields (``CROSS_FIELDS``) of every example: its teacher top-k in the student's positions."""
+    student = (student_tokenizer, PromptEncoder(student_tokenizer, student_template))
+    t_side = (teacher_tokenizer, PromptEncoder(teacher_tokenizer, teacher_template))
+    vocab = teacher.get_output_embeddings().weight.shape[0]
+    mapping = torch.tensor(vocabulary_map(student_tokenizer, teacher_tokenizer, vocab), dtype=torch.long)
+    pad = teacher_tokenizer.pad_token_id if teacher_tokenizer.pad_token_id is not None else t_side[1].eos_id
+    parts, counts, n_groups, n_matched = [], [], 0, 0
+    for b in tqdm(range(0, len(examples), batch_size), desc=f"teacher top-{topk} across tokenizers", leave=False):
+        chunk = examples[b : b + batch_size]
+        aligned = [align_example(ex, records[ex["index"]], student, t_side, policy, label) for ex in chunk]
+        prompts, responses = [a[0] for a in aligned], [a[1] for a in aligned]
+        length = max(len(p) + len(r) for p, r in zip(prompts, responses))
+        ids, attention, labels = (t.to(device) for t in pad_rows(prompts, responses, pad, length))
+        rows = F.pad(labels[:, 1:] != -100, (0, 1), value=False)  # position t predicts token t + 1
+        targets = F.pad(labels[:, 1:].clamp_min(0), (0, 1))
+        values, tids, picked = (t.cpu() for t in teacher_rows(teacher, ids, attention, rows, targets, topk, chunk_size=chunk_size))
+        start = 0
+        for ex, (_, resp, groups) in zip(chunk, aligned):
+            end = start + len(resp)
+            parts.append(_assemble(groups, len(ex["chosen_ids"]), values[start:end], tids[start:end], picked[start:end], mapping))
+            start = end
+            counts.append(len(ex["chosen_ids"]))
+            n_groups += len(groups)
+            n_matched += sum(g.matched for g in groups)
+    n_tokens = sum(counts)
+    log.info(
+        "%s: %d student tokens, %d aligned spans (%.0f%% matched one-to-one), %.0f%% of student tokens aligned",
+        label, n_tokens, n_groups, 100 * n_matched / max(n_groups, 1),
+        100 * sum(int((p["span_start"] >= 0).sum()) for p in parts) / max(n_tokens, 1),
+    )  # fmt: skip
+    counts_t = torch.tensor(counts, dtype=torch.long)
+    return {
+        "index": torch.tensor([ex["index"] for ex in examples], dtype=torch.long),
+        "offsets": F.pad(counts_t.cumsum(0), (1, 0)),
+        **{name: torch.cat([p[name] for p in parts]) for name in CROSS_FIELDS[2:]},
+    }

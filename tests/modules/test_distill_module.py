@@ -37,10 +37,9 @@ def _datamodule(n=8, batch_size=4):
     return dm
 
 
-def _module(loss="kd_fkl", **kw) -> DistillModule:
-    module = build_module(
-        loss=get_loss(loss), policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
-    )
+def _module(loss="kd_fkl", teacher=TEACHER, **kw) -> DistillModule:
+    loss = get_loss(loss) if isinstance(loss, str) else loss
+    module = build_module(loss=loss, policy=TINY, teacher=teacher, optimizer=partial(torch.optim.SGD, lr=0.5), **kw)
     module.configure_model()
     return module
 
@@ -66,7 +65,7 @@ def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(
     assert len(files) == 1
     second = _module(teacher_cache=str(tmp_path), teacher_topk=8)
     monkeypatch.setattr(DistillModule, "_load_teacher", lambda self: pytest.fail("teacher loaded"))
-    with caplog.at_level("INFO", logger="prefdistill.modules.reference_cache"):
+    with caplog.at_level("INFO", logger="prefdistill.utils.cache"):
         _fit(second, dm)
     assert "reused" in caplog.text
     monkeypatch.undo()
@@ -193,3 +192,72 @@ def test_minillm_trains_end_to_end_and_the_ratio_moves_off_one_on_reused_rollout
     assert len(ratios) == 2
     assert ratios[0] == pytest.approx(1.0, abs=0.3)  # importance weights only: q / p~ near 1
     assert ratios[1] != ratios[0]  # the policy moved between the two uses of one rollout
+
+
+# ------------------------------------------------------------------ padded vocabularies
+@pytest.fixture(scope="module")
+def padded_tokenizer(tmp_path_factory):
+    """The tiny tokenizer plus 16 added special padding tokens: it differs from tiny only in padding."""
+    from transformers import AutoTokenizer
+
+    from prefdistill.models.tiny_tokenizer import TINY_TOKENIZER_DIR
+
+    tok = AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
+    tok.add_tokens([f"<|pad_{i}|>" for i in range(16)], special_tokens=True)
+    folder = tmp_path_factory.mktemp("padded")
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_teacher_whose_vocabulary_differs_only_in_padding_is_distilled_on_the_shared_ids(padded_tokenizer, caplog):
+    teacher = dataclasses.replace(TEACHER, tokenizer=padded_tokenizer)  # 640 output rows vs the student's 624
+    with caplog.at_level("INFO", logger="prefdistill.modules.distill"):
+        module = _module(teacher=teacher)
+    assert module.teacher.get_output_embeddings().weight.shape[0] == 640 and module.vocab_limit == 624
+    assert "uses the first 624 logits" in caplog.text
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    loss, _ = module.compute(batch)
+    labels = batch["chosen_labels"][:, 1:]
+    with torch.no_grad():
+        teacher_logits = next_token_logits(module.teacher, batch)[..., :624]
+    expected = get_loss("kd_fkl")(
+        student_logits=next_token_logits(module.policy, batch), teacher_logits=teacher_logits,
+        mask=labels != -100, labels=labels,
+    )  # fmt: skip
+    torch.testing.assert_close(loss, expected.loss.mean())
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_naming_both_and_the_cross_tokenizer_losses(tmp_path):
+    from prefdistill.models.tiny_tokenizer import build
+
+    other = dataclasses.replace(TEACHER, tokenizer=str(build(tmp_path / "small", vocab_size=400)))
+    with pytest.raises(ValueError, match=r"tokenizers/tiny \(624 tokens\).*small \(400 tokens\).*method=uld"):
+        _module(teacher=other)
+
+
+# ------------------------------------------------------------------ DistiLLM-2: both responses
+def _pairs(n=4, batch_size=4):
+    dm = PreferenceDataModule(
+        source="shipped", max_samples=n, batch_size=batch_size, max_length=96, max_prompt_length=64, val_fraction=0.0,
+    )  # fmt: skip
+    dm.connect(load_tokenizer(TINY))
+    dm.setup("fit")
+    return dm
+
+
+def test_distillm2_distills_both_responses_online_and_from_the_cache_alike(tmp_path):
+    dm = _pairs()
+    vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
+    loss = get_loss("distillm2", adaptive_alpha=False, beta_end=1.0)  # no state: both modules compute alike
+    cached = _module(loss, teacher_cache=str(tmp_path), teacher_topk=vocab)
+    _fit(cached, dm, steps=1)
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # one top-k table per response side
+    online = _module(loss)
+    online.policy.load_state_dict(cached.policy.state_dict())
+    cached.current_split = lambda: "train"
+    batch = next(iter(dm.loader("train")))
+    with torch.no_grad():
+        got, want = cached.compute(batch)[1], online.compute(batch)[1]
+    for key in ("distillm2/skl", "distillm2/srkl", "loss"):
+        torch.testing.assert_close(got[key], want[key], atol=1e-4, rtol=1e-4)
+    assert (want["distillm2/srkl"] > 0).all() and (want["distillm2/skl"] > 0).all()

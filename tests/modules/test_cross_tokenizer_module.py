@@ -1,0 +1,115 @@
+"""DistillModule with a teacher of another tokenizer (uld, gold): the aligned top-k table, end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS
+
+import prefdistill.modules.distill as distill
+from prefdistill.data import PreferenceDataModule
+from prefdistill.losses import get_loss
+from prefdistill.models import load_model, load_tokenizer
+from prefdistill.models.tiny_tokenizer import build
+from prefdistill.modules import build_module
+
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+
+
+@pytest.fixture(scope="module")
+def other_teacher(tmp_path_factory):
+    """A tiny teacher with a second tokenizer (the tiny BPE stopped at 400 tokens: it splits more words)."""
+    folder = build(tmp_path_factory.mktemp("tok") / "small", vocab_size=400)
+    return dataclasses.replace(TINY, tokenizer=str(folder), seed=1)
+
+
+def _datamodule(n=8, batch_size=4, record_type="sft"):
+    dm = PreferenceDataModule(
+        source="shipped", record_type=record_type, max_samples=n, batch_size=batch_size, max_length=96,
+        max_prompt_length=64, val_fraction=0.0,
+    )  # fmt: skip
+    dm.connect(load_tokenizer(TINY))
+    dm.setup("fit")
+    return dm
+
+
+def _module(loss, teacher, **kw):
+    module = build_module(
+        loss=get_loss(loss) if isinstance(loss, str) else loss, policy=TINY, teacher=teacher,
+        optimizer=partial(torch.optim.SGD, lr=0.5), **kw,
+    )  # fmt: skip
+    module.configure_model()
+    return module
+
+
+def _fit(module, dm, steps=2):
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    module.current_split = lambda: "train"  # compute() outside a stage reads the train table
+    return trainer
+
+
+def test_aligned_table_is_computed_once_and_training_never_holds_the_teacher(other_teacher, tmp_path, monkeypatch):
+    dm = _datamodule()
+    first = _module("uld", other_teacher, teacher_cache=str(tmp_path))
+    before = {n: p.detach().clone() for n, p in first.policy.named_parameters()}
+    _fit(first, dm)
+    assert first.teacher is None
+    assert any(not torch.equal(p, before[n]) for n, p in first.policy.named_parameters())
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    monkeypatch.setattr(distill, "load_model", lambda *a, **k: pytest.fail("teacher loaded again"))
+    _fit(_module("gold", other_teacher, teacher_cache=str(tmp_path)), dm)  # same table for both losses
+
+
+def test_spans_cover_complete_responses_and_split_words_are_unmatched(other_teacher, tmp_path):
+    dm = _datamodule(n=4, batch_size=4)
+    module = _module("uld", other_teacher, teacher_cache=str(tmp_path))
+    _fit(module, dm, steps=1)
+    batch = next(iter(dm.loader("train")))
+    _, metrics = module.compute(batch)
+    complete = (batch["chosen_labels"] == load_tokenizer(TINY).eos_token_id).any(-1)  # not truncated
+    assert complete.any()
+    assert (metrics["align/coverage"][complete] == 1).all()  # every response token lies in a span
+    assert (metrics["align/matched"] > 0.5).all() and (metrics["align/matched"] < 1).any()
+    table = module._teacher_tables[("train", "chosen")]
+    heads = table.fields["span_start"] == torch.arange(len(table.fields["span_start"])) - torch.repeat_interleave(
+        table.offsets[:-1], table.offsets.diff()
+    )  # a span head points at itself (indices within the response)
+    assert (table.fields["student_ids"][~heads] == -1).all() and (table.fields["logps"][~heads] == 0).all()
+
+
+def test_with_the_students_own_tokenizer_the_aligned_path_equals_the_online_teacher():
+    """Identity alignment: every token its own span; with k = V, ULD from the table = ULD from full logits."""
+    dm = _datamodule(n=4, batch_size=4)
+    teacher = dataclasses.replace(TINY, seed=1)
+    vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
+    aligned = _module("uld", teacher, teacher_topk=vocab, teacher_cache=None, cache_dir=None)  # kept in memory
+    _fit(aligned, dm, steps=1)
+    batch = next(iter(dm.loader("train")))
+    with torch.no_grad():
+        _, got = aligned.compute(batch)
+        labels = batch["chosen_labels"][:, 1:]
+        want = get_loss("uld")(
+            student_logits=distill.next_token_logits(aligned.policy, batch),
+            teacher_logits=distill.next_token_logits(load_model(teacher, trainable=False), batch),
+            mask=labels != -100, labels=labels,
+        )  # fmt: skip
+    assert (got["align/matched"] == 1).all() and (got["align/coverage"] == 1).all()
+    torch.testing.assert_close(got["kd/divergence"], want.metrics["kd/divergence"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got["kd/ce"], want.metrics["kd/ce"], atol=1e-5, rtol=1e-5)
+
+
+def test_cross_tokenizer_losses_refuse_on_policy_samples(other_teacher):
+    from prefdistill.modules.on_policy import OnPolicy
+
+    with pytest.raises(ValueError, match="on-policy samples are new text"):
+        _module("uld", other_teacher, on_policy=OnPolicy(fraction=0.5))
