@@ -21,22 +21,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.generation.shards import MANIFEST, PromptSource, generate_to_shards, read_shards
-from prefdistill.pipeline.stages import hash_inputs
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.cache import hash_inputs
 from prefdistill.utils.run import config_dir, register_resolvers, task_wrapper
 
 log = logging.getLogger("prefdistill.generate")
 register_resolvers()
-
-
-def prompt_source(data: DictConfig, split: str, limit: int | None) -> PromptSource:
-    """The prompts of ``split`` of a ``configs/data/*.yaml`` node (its source, path and split names)."""
-    splits = dict(data.get("splits") or {})
-    path = data.get("path")
-    single_file = path is not None and Path(path).expanduser().is_file()
-    source_split = "train" if single_file else (splits.get(split) or split)
-    fields = OmegaConf.to_container(data.fields) if data.get("fields") else None
-    return PromptSource(data.source, source_split, path, data.get("name"), fields, limit)
 
 
 def default_out_dir(cfg: DictConfig, spec, source: PromptSource, params) -> Path:
@@ -50,7 +40,7 @@ def default_out_dir(cfg: DictConfig, spec, source: PromptSource, params) -> Path
 def generate(cfg: DictConfig) -> dict:
     spec = instantiate(cfg.model)
     params = instantiate(cfg.generation.params)
-    source = prompt_source(cfg.data, cfg.split, cfg.limit)
+    source = PromptSource.of_split(OmegaConf.to_container(cfg.data, resolve=True), cfg.split, cfg.limit)
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(cfg, spec, source, params)
     log.info("sampling %s over %s[%s] -> %s", spec.name_or_path, source.source, source.split, out_dir)
     data = source.load()

@@ -48,7 +48,7 @@ class CompareTable(Callback):
         from hydra.utils import instantiate
 
         from prefdistill.eval import report
-        from prefdistill.evaluate import evaluate_model
+        from prefdistill.eval.runner import evaluate_model
 
         sweep = Path(config.hydra.sweep.dir)
         if not config.get("eval"):

@@ -16,12 +16,11 @@ draws what an uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from prefdistill.data.records import Prompt
 from prefdistill.generation.base import Generator, SamplingParams, build_generator
 from prefdistill.utils.atomic import atomic_file, atomic_write_json
+from prefdistill.utils.cache import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,6 @@ _TMP = re.compile(r"^\.shard-\d+\.jsonl\.tmp-(\d+)-[0-9a-f]+$")
 
 def shard_path(out_dir: Path, k: int) -> Path:
     return Path(out_dir) / f"shard-{k:05d}.jsonl"
-
-
-def content_hash(obj: Any) -> str:
-    """sha256 of canonical JSON (sorted keys): the same content gives the same hash."""
-    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -80,6 +74,17 @@ class PromptSource:
 
     def identity(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def of_split(cls, data: Mapping[str, Any], split: str, limit: int | None = None) -> PromptSource:
+        """The prompts of ``split`` of a data config (a plain ``configs/data/*.yaml`` mapping): its source,
+        path and split names. A single-file ``path`` holds one split only, read as ``train``."""
+        splits = dict(data.get("splits") or {})
+        path = data.get("path")
+        single_file = path is not None and Path(path).expanduser().is_file()
+        source_split = "train" if single_file else (splits.get(split) or split)
+        fields = dict(data["fields"]) if data.get("fields") else None
+        return cls(data["source"], source_split, path, data.get("name"), fields, limit)
 
 
 def _clean_stale_tmp(out_dir: Path) -> None:

@@ -43,6 +43,8 @@ KNOWN_NEEDS = frozenset(
         "teacher",  # teacher token logits / log-probs (token-level distillation)
         "scores",  # per-response scores (listwise / margin losses)
         "token_logps",  # per-token log-probs rather than (B,) sums
+        "reference_token_logps",  # per-token reference log-probs (pairwise, e.g. LD-DPO)
+        "token_sq_probs",  # per-token log Σ_v π_θ(v)² of the policy (pairwise, WPO's weights)
         "policy_samples",  # responses sampled from the policy during training (on-policy)
         "kl_pairs",  # unpaired: log-probs of mismatched (prompt, completion) pairs (KTO's KL estimate)
         "cross_tokenizer",  # a teacher with its own tokenizer, aligned to the student's tokens (data path)
@@ -77,9 +79,10 @@ class LossSpec:
     source: str = ""
     aliases: tuple[str, ...] = ()
     validate: Callable[[dict], None] | None = None
-    state: dict[str, float] = field(default_factory=dict)
+    state: dict[str, float] | Callable[[dict], dict[str, float]] = field(default_factory=dict)
     renamed: dict[str, str] = field(default_factory=dict)  # old hparam name -> current name
     summary: str = ""  # one line: what the loss computes (default: the docstring's first line)
+    open_hparams: bool = False  # takes hyper-parameters beyond ``hparams`` (checked by ``validate``)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -99,9 +102,10 @@ def register(
     source: str = "",
     aliases: Iterable[str] = (),
     validate: Callable[[dict], None] | None = None,
-    state: Mapping[str, float] | None = None,
+    state: Mapping[str, float] | Callable[[dict], Mapping[str, float]] | None = None,
     renamed: Mapping[str, str] | None = None,
     summary: str | None = None,
+    open_hparams: bool = False,
 ):
     """Register ``fn(x, **hparams)`` under ``name`` (returns ``fn`` unchanged, so it stacks).
 
@@ -112,7 +116,9 @@ def register(
     checkpoints and passes back as ``state=`` on every call (e.g. BCO's reward mean); the loss
     returns the updated state in ``LossOutput.state``. ``renamed`` maps old hyper-parameter names
     to current ones (accepted with a warning). ``summary`` (default: the first line of ``fn``'s
-    docstring) is the one-line description the README's loss table shows.
+    docstring) is the one-line description the README's loss table shows. A loss built from others
+    (the weighted mixture) declares ``open_hparams=True`` (it takes its parts' hyper-parameters,
+    which its ``validate`` checks) and a ``state`` that is a function of its hyper-parameters.
     """
     if kind not in INPUTS_BY_KIND:
         raise ValueError(f"loss {name!r}: unknown kind {kind!r}; known kinds: {list(INPUTS_BY_KIND)}")
@@ -127,15 +133,16 @@ def register(
         try:
             inspect.signature(fn).bind(None, **hparams, **extra)
         except TypeError as err:
-            raise TypeError(f"loss {name!r}: {fn.__name__} does not take hparams {sorted(hparams)}: {err}")
+            what = getattr(fn, "__name__", repr(fn))
+            raise TypeError(f"loss {name!r}: {what} does not take hparams {sorted(hparams)}: {err}") from err
         for key in (name, *aliases):
             if key in REGISTRY or key in ALIASES:
                 raise ValueError(f"loss name {key!r} is registered twice")
         frozen = needs if callable(needs) else frozenset(needs)
         doc = (inspect.getdoc(fn) or "").splitlines() if summary is None else [summary]
         REGISTRY[name] = LossSpec(
-            name, fn, kind, frozen, hparams, source, tuple(aliases), validate, dict(state or {}),
-            dict(renamed or {}), doc[0] if doc else "",
+            name, fn, kind, frozen, hparams, source, tuple(aliases), validate,
+            state if callable(state) else dict(state or {}), dict(renamed or {}), doc[0] if doc else "", open_hparams,
         )  # fmt: skip
         for alias in aliases:
             ALIASES[alias] = name
@@ -160,6 +167,8 @@ class Loss:
         unknown = self.needs - KNOWN_NEEDS
         if unknown:
             raise ValueError(f"loss {self.name!r} declares unknown needs {sorted(unknown)}")
+        state = spec.state(self.hparams) if callable(spec.state) else spec.state
+        self.state_defaults = dict(state)
 
     @property
     def inputs(self) -> type:
@@ -168,7 +177,7 @@ class Loss:
 
     def initial_state(self) -> dict[str, torch.Tensor]:
         """The running state the module keeps for this loss (empty for stateless losses)."""
-        return {k: torch.tensor(float(v)) for k, v in self.spec.state.items()}
+        return {k: torch.tensor(float(v)) for k, v in self.state_defaults.items()}
 
     def __call__(self, x=None, /, *, state: dict[str, torch.Tensor] | None = None, **tensors) -> LossOutput:
         if x is None:
@@ -181,7 +190,7 @@ class Loss:
             raise TypeError(f"loss {self.name!r}: pass either an inputs object or keyword tensors, not both")
         x = dataclasses.replace(x, loss_name=self.name)
         extra = {}
-        if self.spec.state:
+        if self.spec.state:  # a stateful loss (or one whose parts may be) always takes its state
             extra["state"] = state if state is not None else self.initial_state()
         out = self.fn(x, **self.hparams, **extra)
         return out if isinstance(out, LossOutput) else LossOutput(*out)
@@ -227,7 +236,7 @@ def get_loss(name: str, **hparams) -> Loss:
                 raise TypeError(f"loss {spec.name!r}: {old!r} is the old name of {new!r}; set only {new!r}")
             warnings.warn(f"loss {spec.name!r}: hyper-parameter {old!r} is now {new!r}", FutureWarning, 2)
             hparams[new] = hparams.pop(old)
-    unknown = set(hparams) - set(spec.hparams)
+    unknown = set() if spec.open_hparams else set(hparams) - set(spec.hparams)
     if unknown:
         raise TypeError(
             f"loss {spec.name!r} got unknown hyper-parameters {sorted(unknown)}; it accepts {sorted(spec.hparams)}"

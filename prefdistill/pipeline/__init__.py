@@ -14,7 +14,7 @@ from prefdistill.pipeline.pad import prepare_pad_data
 from prefdistill.pipeline.plad import Prepared, prepare_plad_data
 from prefdistill.pipeline.seqkd import prepare_seqkd_data
 from prefdistill.pipeline.sft_first import prepare_sft_first
-from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs
+from prefdistill.pipeline.stages import Stage, StageResult
 from prefdistill.pipeline.steps import SFTStep
 
 __all__ = [
@@ -22,7 +22,7 @@ __all__ = [
     "SFTStep",
     "Stage",
     "StageResult",
-    "hash_inputs",
+
     "prepare_pad_data",
     "prepare_plad_data",
     "prepare_seqkd_data",

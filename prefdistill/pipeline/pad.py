@@ -18,7 +18,7 @@ from pathlib import Path
 from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.pipeline.lists import build_pad_lists
 from prefdistill.pipeline.plad import Prepared, write_jsonl
-from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs, summarize
+from prefdistill.pipeline.stages import Stage, StageResult, summarize
 from prefdistill.pipeline.steps import (
     Sampling,
     SFTStep,
@@ -28,6 +28,7 @@ from prefdistill.pipeline.steps import (
     read_samples,
     sample_stage,
 )
+from prefdistill.utils.cache import hash_inputs
 
 log = logging.getLogger("prefdistill.pipeline")
 

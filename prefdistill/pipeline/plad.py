@@ -25,7 +25,7 @@ from prefdistill.pipeline.pairs import (
     reward_model_scorer,
     teacher_likelihood_scorer,
 )
-from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs, summarize
+from prefdistill.pipeline.stages import Stage, StageResult, summarize
 from prefdistill.pipeline.steps import (
     Sampling,
     SFTStep,
@@ -37,6 +37,7 @@ from prefdistill.pipeline.steps import (
     teacher_stream,
 )
 from prefdistill.utils.atomic import atomic_file
+from prefdistill.utils.cache import hash_inputs
 
 log = logging.getLogger("prefdistill.pipeline")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.pipeline.plad import Prepared, write_jsonl
-from prefdistill.pipeline.stages import Stage, hash_inputs, summarize
+from prefdistill.pipeline.stages import Stage, summarize
 from prefdistill.pipeline.steps import (
     Sampling,
     SFTStep,
@@ -29,6 +29,7 @@ from prefdistill.pipeline.steps import (
     sample_stage,
     teacher_stream,
 )
+from prefdistill.utils.cache import hash_inputs
 
 log = logging.getLogger("prefdistill.pipeline")
 

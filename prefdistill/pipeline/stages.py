@@ -11,7 +11,6 @@ runs; a ``resumable`` one (sampling shards) keeps what the killed run left and c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -20,19 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from prefdistill.utils.atomic import atomic_write_json
 
 log = logging.getLogger("prefdistill.pipeline")
 
 MARKER = "_COMPLETE.json"
-
-
-def hash_inputs(obj: Any, length: int = 12) -> str:
-    """Short sha256 of canonical JSON: a stable key for 'what produced this output'."""
-    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 @dataclass(frozen=True)

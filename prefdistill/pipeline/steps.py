@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefdistill.generation import PromptSet, SamplingParams, build_generator, generate_to_shards
-from prefdistill.generation.shards import content_hash, read_shards
-from prefdistill.pipeline.stages import Stage, StageResult, hash_inputs
+from prefdistill.generation.shards import read_shards
+from prefdistill.pipeline.stages import Stage, StageResult
+from prefdistill.utils.cache import content_hash, hash_inputs
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import pytest
 from train_helpers import CONFIGS
 
 from prefdistill import evaluate as app
+from prefdistill.eval import runner
 from prefdistill.eval.offline import embedding_available
 
 SUITES = sorted(p.stem for p in (CONFIGS / "eval").glob("*.yaml"))
@@ -51,11 +52,12 @@ class EchoGenerator:
 
 @pytest.mark.parametrize("suite", SUITES)
 def test_every_suite_composes_and_instantiates(suite, tmp_path):
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     cfg = compose_eval(tmp_path, [f"eval={suite}"])
     OmegaConf.to_container(cfg, resolve=True)
-    built = app._suite(cfg.eval)
+    built = instantiate(cfg.eval, _convert_="all")
     assert built.name == suite and isinstance(built.generation, dict)
 
 
@@ -64,7 +66,7 @@ def test_every_suite_composes_and_instantiates(suite, tmp_path):
 )
 def test_demo_suite_with_fake_generator_prints_table(tmp_path, monkeypatch, capsys):
     answers = ["15 + 3 = 18.", "The opposite of 'above' is 'below'.", "no idea"]
-    monkeypatch.setattr(app, "build_generator", lambda spec, suite: EchoGenerator(answers))
+    monkeypatch.setattr(runner, "build_generator", lambda spec, suite: EchoGenerator(answers))
     cfg = compose_eval(tmp_path, ["model=tiny", "eval.data.max_samples=3", "teacher=tiny", "label=fake"])
     metrics = app.evaluate(cfg)
     assert metrics["n"] == 3 and metrics["rouge1"] > 0 and "offline/score" in metrics
@@ -86,7 +88,7 @@ def test_demo_suite_with_fake_generator_prints_table(tmp_path, monkeypatch, caps
 def test_alpacaeval_suite_writes_model_outputs(tmp_path, monkeypatch):
     fixture = tmp_path / "alpaca_eval.json"
     fixture.write_text(json.dumps([{"instruction": f"Task {i}", "dataset": "x"} for i in range(3)]))
-    monkeypatch.setattr(app, "build_generator", lambda spec, suite: EchoGenerator(["a", "b", "c"]))
+    monkeypatch.setattr(runner, "build_generator", lambda spec, suite: EchoGenerator(["a", "b", "c"]))
     cfg = compose_eval(
         tmp_path, ["model=tiny", "eval=alpacaeval", f"eval.data.path={fixture}", "label=tiny-gen"]
     )
@@ -118,13 +120,15 @@ def test_tiny_train_run_evaluated_from_its_folder(lora, tiny_cfg, tmp_path):
     assert result["scorers"]["offline"].startswith("offline:loglik(")
     assert {"word_count", "rouge1", "offline/win_rate", "offline/ts_win_rate"} <= set(metrics)
     assert result["details"]["offline/teacher_vs_student"]["n"] == 4
-    if not lora:  # the hook train.py calls when `eval` is configured: same files, metrics prefixed eval/
+    if not lora:  # what train.py calls when `eval` is configured: same files, metrics prefixed eval/
         from omegaconf import OmegaConf, open_dict
 
         with open_dict(train_cfg):
             train_cfg.eval = OmegaConf.merge(cfg.eval, {"data": {"max_samples": 2}})
         (run / "eval_demo" / "eval_results.json").unlink()
-        hooked = app.evaluate_after_train(train_cfg, run)
+        from hydra.utils import instantiate
+
+        hooked = runner.evaluate_run(instantiate(train_cfg.eval, _convert_="all"), run)
         assert hooked["eval/n"] == 2 and "eval/offline/ts_win_rate" in hooked
         assert (run / "eval_demo" / "eval_results.json").is_file()
 

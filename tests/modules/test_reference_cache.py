@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from prefdistill.modules import PreferenceModule
-from prefdistill.modules.reference_cache import ReferenceCache, cache_key, lookup_table
+from prefdistill.modules.reference_cache import ReferenceCache, lookup_table
 from prefdistill.train import train
+from prefdistill.utils.cache import tokenized_data_key as cache_key
 
 EXAMPLES = [
     {"index": 0, "prompt_ids": [1, 2, 3], "chosen_ids": [4, 5], "rejected_ids": [6]},

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prefdistill.pipeline.stages import MARKER, Stage, hash_inputs
+from prefdistill.pipeline.stages import MARKER, Stage
+from prefdistill.utils.cache import hash_inputs
 
 
 def _counting(calls: list, text: str = "out"):

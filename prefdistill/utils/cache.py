@@ -1,0 +1,106 @@
+"""Content keys and the on-disk tensor cache every cached artifact uses.
+
+* :func:`content_hash` / :func:`hash_inputs` — sha256 of canonical JSON (sorted keys): the same
+  content gives the same key (pipeline stages, sampling shards, cache files).
+* :func:`tokenized_data_key` — the key of a computation over a split's tokenized examples and a model
+  (reference log-probs, teacher top-k): token ids and row indices cover the dataset content, split,
+  tokenizer, chat template, max lengths and truncation policy.
+* :class:`TensorCache` — a folder of ``<key>.pt`` files, written atomically, checked on read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefdistill.utils.atomic import atomic_file
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TOKEN_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 (hex) of canonical JSON (sorted keys): the same content gives the same hash."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def hash_inputs(obj: Any, length: int = 12) -> str:
+    """A short :func:`content_hash`: a stable key for 'what produced this output'."""
+    return content_hash(obj)[:length]
+
+
+def examples_digest(examples: Iterable[dict], fields: tuple[str, ...] = TOKEN_FIELDS) -> str:
+    """sha256 of the token ids and row indices of a split's tokenized examples."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(str(ex["index"]).encode())
+        for field in fields:
+            ids = ex.get(field) or []
+            h.update(b"|" + field.encode() + b":" + ",".join(map(str, ids)).encode())
+    return h.hexdigest()
+
+
+def tokenized_data_key(examples: Iterable[dict], model_identity: dict) -> str:
+    """Key of a computation over tokenized examples by a model (its ``ModelSpec.identity()`` and more)."""
+    payload = {"version": FORMAT_VERSION, "examples": examples_digest(examples), "model": model_identity}
+    return hash_inputs(payload, 32)
+
+
+class TensorCache:
+    """Folder of ``<key>.pt`` files, each a dict of CPU tensors plus its ``key``; written atomically.
+
+    ``load`` returns None for a missing, unreadable, foreign or incomplete file (it is then
+    recomputed), so a half-written cache is never used.
+    """
+
+    def __init__(self, root: str | os.PathLike, fields: tuple[str, ...], what: str = "tensor"):
+        self.root = Path(root)
+        self.fields = fields
+        self.what = what
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str) -> dict[str, torch.Tensor] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign file: recompute, never trust it
+            log.warning("ignoring unreadable %s cache %s (%s)", self.what, path, err)
+            return None
+        if data.get("key") != key or not set(self.fields) <= set(data):
+            log.warning("ignoring %s cache %s: key or fields do not match", self.what, path)
+            return None
+        return data
+
+    def load_or_compute(self, key: str, compute: Callable[[], dict[str, torch.Tensor]], label: str) -> dict:
+        """The entry for ``key``: read if a valid one exists, else ``compute()``d and saved; logged as ``label``."""
+        data = self.load(key)
+        if data is None:
+            data = compute()
+            log.info("%s: computed and cached in %s", label, self.save(key, **data))
+        else:
+            log.info("%s: reused %s", label, self.path(key))
+        return data
+
+    def save(self, key: str, **tensors: torch.Tensor) -> Path:
+        missing = set(self.fields) - set(tensors)
+        if missing:
+            raise ValueError(f"{self.what} cache entry lacks {sorted(missing)}")
+        path = self.path(key)
+        data = {"key": key, **{name: t.detach().cpu() for name, t in tensors.items()}}
+        with atomic_file(path) as tmp:
+            torch.save(data, tmp)
+        return path

@@ -1,0 +1,40 @@
+"""What the training app reads off a Lightning trainer: held-out metrics, training metrics, the W&B folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+
+log = logging.getLogger("prefdistill.train")
+
+
+def scalars(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Logged metrics as floats, those starting with ``prefix`` only."""
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def validated(trainer: L.Trainer, module, datamodule, enabled: bool) -> dict[str, float]:
+    """Held-out metrics of the current weights: a validation pass, or fit's own last one when it
+    validated exactly these weights (the split is not run twice). Empty when disabled."""
+    if not enabled or trainer.limit_val_batches == 0:
+        return {}
+    if trainer.global_step > 0 and module.last_fit_validation_step == trainer.global_step:
+        return scalars(trainer.callback_metrics, "val/")
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    return scalars(results[0]) if results else {}
+
+
+def wandb_dir(loggers) -> str | None:
+    """The offline-run-* folder of the run's W&B logger (``wandb sync <it>``), if there is one."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            return str(Path(lg.experiment.dir).parent)
+    return None
+
+
+def log_before_after(before: dict[str, float], after: dict[str, float]) -> None:
+    for name in sorted(set(before) | set(after)):
+        log.info("%-28s before %9.4f   after %9.4f", name, before.get(name, float("nan")),
+                 after.get(name, float("nan")))  # fmt: skip
