@@ -39,6 +39,7 @@ from prefdistill.models.spec import RUN_SPEC_FILES
 log = logging.getLogger(__name__)
 
 POLICY_PREFIX = "policy."  # the policy's attribute name in every training module
+SCORE_HEAD = "score"  # the head module of every decoder family's *ForSequenceClassification
 
 
 # -- run folder -------------------------------------------------------------------------------
@@ -86,12 +87,21 @@ def checkpoint_policy_state(checkpoint: str | Path, tag: str | None = None) -> d
     return policy
 
 
+def head_of_state(state: Mapping[str, torch.Tensor]) -> str:
+    """``"score"`` when the weights include a sequence classifier's head (a reward model), else ``"lm"``.
+
+    A reward model's head is always trained (LoRA keeps it in ``modules_to_save``), so its checkpoint holds it.
+    """
+    return "score" if any(SCORE_HEAD in key.split(".")[:-1] for key in state) else "lm"
+
+
 def policy_with_weights(spec: ModelSpec, state: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """A fresh policy built from ``spec`` (on CPU, LoRA-wrapped if the spec says so) with ``state`` loaded.
 
-    ``state`` must hold every trainable parameter; frozen ones not in it come from the spec.
+    ``state`` must hold every trainable parameter; frozen ones not in it come from the spec. A state with a
+    score head (:func:`head_of_state`) rebuilds a reward model.
     """
-    model = load_model(spec, trainable=True)
+    model = load_model(spec, trainable=True, head=head_of_state(state))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     known = set(model.state_dict())
     unexpected = sorted(set(state) - known)
@@ -116,8 +126,10 @@ def convert_checkpoint(
 ) -> Path:
     """Write ``checkpoint``'s policy to ``out_dir`` as ``merge_and_save`` does; returns ``out_dir``."""
     spec = policy_spec_of_run(run_dir or run_dir_of(checkpoint))
-    model = policy_with_weights(spec, checkpoint_policy_state(checkpoint, tag))
-    out = merge_and_save(model, load_tokenizer(spec), out_dir, merge=merge)
+    state = checkpoint_policy_state(checkpoint, tag)
+    model = policy_with_weights(spec, state)
+    standalone = head_of_state(state) != "lm"  # a reward model is saved merged, loadable on its own
+    out = merge_and_save(model, load_tokenizer(spec), out_dir, merge=merge, standalone=standalone)
     log.info("converted %s -> %s", checkpoint, out)
     return out
 
@@ -148,14 +160,16 @@ def save_final_policy(trainer, module, spec: ModelSpec, tokenizer, out_dir: str 
 
     Call it on every rank: under DeepSpeed ZeRO-3 the weights are gathered collectively first.
     """
+    standalone = module.policy_head != "lm"  # a reward model is saved merged, loadable on its own
     if getattr(trainer.strategy, "zero_stage_3", False):
         state = gather_trainable_state(module.policy, trainer.is_global_zero)
         if not trainer.is_global_zero:
             return None
-        return merge_and_save(policy_with_weights(spec, state), tokenizer, out_dir, merge=merge)
+        model = policy_with_weights(spec, state)
+        return merge_and_save(model, tokenizer, out_dir, merge=merge, standalone=standalone)
     if not trainer.is_global_zero:
         return None
-    return merge_and_save(module.policy, tokenizer, out_dir, merge=merge)
+    return merge_and_save(module.policy, tokenizer, out_dir, merge=merge, standalone=standalone)
 
 
 # -- command line -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _loss(method: str):
 
 
 def _extra_overrides(method: str) -> list[str]:
-    """Inputs a loss needs beyond the demo pairs: a teacher, scored pairs, scored lists."""
+    """Inputs a loss needs beyond the demo pairs: a teacher, scored pairs, scored lists, unpaired rows."""
     loss = _loss(method)
     extra = []
     # methods whose file selects a pipeline build their data with a teacher first (plad, pad, seqkd)
@@ -34,6 +34,8 @@ def _extra_overrides(method: str) -> list[str]:
         extra += ["pipeline.prepare.sampling.max_new_tokens=8", "data.max_samples=12"]
     elif loss.kind == "listwise":
         extra.append("data=demo_lists")
+    elif loss.kind == "unpaired":
+        extra.append("data=demo_unpaired")
     elif "scores" in loss.needs:
         extra.append("data=demo_scored")
     return extra

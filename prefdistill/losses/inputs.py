@@ -191,9 +191,10 @@ class TokenInputs:
     its own span head, ``teacher_topk_student_ids`` (B, T, k) the student id of each of those tokens
     (same text; -1: none), ``teacher_span_logps`` (B, T) the teacher's log-prob of the span's later
     tokens and ``span_matched`` (B, T) bool whether the span is one token on both sides.
-    ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. ``rejected`` holds the
-    same tensors for a second response per row (losses that need ``rejected``, e.g. DistiLLM-2's
-    student responses), and ``progress`` the fraction of training done (schedules).
+    ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. The ``rejected_*``
+    tensors are the same for a second response per row (losses that need ``rejected``, e.g.
+    DistiLLM-2's student responses; :meth:`rejected_side`), and ``progress`` is the fraction of
+    training done (schedules).
     """
 
     student_logits: Tensor
@@ -210,9 +211,26 @@ class TokenInputs:
     teacher_span_logps: Tensor | None = None
     span_start: Tensor | None = None
     span_matched: Tensor | None = None
-    rejected: TokenInputs | None = None
+    rejected_student_logits: Tensor | None = None
+    rejected_mask: Tensor | None = None
+    rejected_labels: Tensor | None = None
+    rejected_teacher_logits: Tensor | None = None
+    rejected_teacher_topk_logps: Tensor | None = None
+    rejected_teacher_topk_ids: Tensor | None = None
+    rejected_teacher_label_logps: Tensor | None = None
     progress: float | None = None
     loss_name: str = "loss"
+
+    def rejected_side(self) -> TokenInputs:
+        """The second response of each row (the ``rejected_*`` tensors) as inputs of their own."""
+        if self.rejected_student_logits is None or self.rejected_mask is None:
+            raise ValueError(
+                f"loss {self.loss_name!r} needs a second response per row: rejected_student_logits and "
+                "rejected_mask (pairs: chosen = teacher response, rejected = student response)"
+            )
+        names = ("student_logits", "mask", "labels", "teacher_logits", "teacher_topk_logps", "teacher_topk_ids",
+                 "teacher_label_logps")  # fmt: skip
+        return TokenInputs(**{n: getattr(self, f"rejected_{n}") for n in names}, loss_name=self.loss_name)
 
 
 @dataclass(frozen=True)

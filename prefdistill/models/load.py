@@ -1,5 +1,9 @@
 """Turn a ``ModelSpec`` into a tokenizer and an HF model (optionally LoRA-wrapped), and save them.
 
+``head="score"`` builds the same network with a scalar head instead of the LM head
+(``AutoModelForSequenceClassification``, ``num_labels=1``: a reward model; same weights, a new head
+seeded with ``spec.seed``, ``config.pad_token_id`` set so the model finds each row's last token).
+
 Hub ids are tried first (with ``local_files_only=True`` when ``hub.hub_reachable()`` says the hub
 is down, so an unreachable hub fails in milliseconds instead of ~23 s of retries). If that fails and
 the spec has an ``offline_fallback``, the packaged GGUF is converted once into
@@ -8,6 +12,7 @@ the spec has an ``offline_fallback``, the packaged GGUF is converted once into
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -32,6 +37,20 @@ TORCH_DTYPES: dict[str, Any] = {
     "auto": "auto",
 }
 _warned: set[str] = set()
+HEADS = ("lm", "score")  # causal-LM head | scalar score head (reward model)
+
+
+def _auto_class(head: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return AutoModelForCausalLM if head == "lm" else AutoModelForSequenceClassification
+
+
+def _head_kwargs(head: str, tokenizer) -> dict[str, Any]:
+    """A score head has one output and needs the pad id to find each row's last token."""
+    return {} if head == "lm" else {"num_labels": 1, "pad_token_id": tokenizer.pad_token_id}
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
@@ -91,8 +110,8 @@ def load_tokenizer(spec: ModelSpec):
     return tokenizer
 
 
-def _random_init(spec: ModelSpec):
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _random_init(spec: ModelSpec, head: str = "lm"):
+    from transformers import AutoConfig
 
     tokenizer = load_tokenizer(spec)
     kwargs = dict(spec.random_init)
@@ -100,36 +119,45 @@ def _random_init(spec: ModelSpec):
     kwargs.setdefault("vocab_size", len(tokenizer))
     for name in ("bos", "eos", "pad"):
         kwargs.setdefault(f"{name}_token_id", getattr(tokenizer, f"{name}_token_id"))
-    config = AutoConfig.for_model(model_type, **kwargs)
+    config = AutoConfig.for_model(model_type, **{**kwargs, **_head_kwargs(head, tokenizer)})
     dtype = torch.float32 if spec.dtype == "auto" else TORCH_DTYPES[spec.dtype]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        model = AutoModelForCausalLM.from_config(
+        model = _auto_class(head).from_config(
             config, dtype=dtype, attn_implementation=spec.attn_implementation, trust_remote_code=spec.trust_remote_code
         )  # fmt: skip
     model.config._name_or_path = spec.name_or_path
     return model
 
 
-def _pretrained(spec: ModelSpec):
-    from transformers import AutoModelForCausalLM
-
+def _pretrained(spec: ModelSpec, head: str = "lm"):
     kw: dict[str, Any] = {"dtype": TORCH_DTYPES[spec.dtype], "trust_remote_code": spec.trust_remote_code}
     if spec.attn_implementation:
         kw["attn_implementation"] = spec.attn_implementation
+    kw |= _head_kwargs(head, load_tokenizer(spec) if head != "lm" else None)
 
     def load(path: str, **extra: Any):
         if extra.get("local_files_only"):  # transformers does not pass it on to its adapter lookup
             extra["adapter_kwargs"] = {"local_files_only": True}
-        return AutoModelForCausalLM.from_pretrained(path, **kw, **extra)
+        return _auto_class(head).from_pretrained(path, **kw, **extra)
 
-    model = _load_source(spec, load)
+    with _seeded(spec.seed) if head != "lm" else contextlib.nullcontext():  # the new head: from spec.seed
+        model = _load_source(spec, load)
     if getattr(model, "hf_quantizer", None) is not None and spec.gguf_file:
         model.hf_quantizer.remove_quantization_config(model)  # dequantised: train and save as plain
     return model
 
 
-def _apply_lora(model, lora: dict):
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Draw from ``seed`` inside, and leave the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _apply_lora(model, lora: dict, head: str = "lm"):
+    """PEFT-wrap ``model``; with a score head (``SEQ_CLS``) PEFT also trains and saves the head itself."""
     from peft import LoraConfig, get_peft_model
 
     extra = dict(lora)
@@ -139,7 +167,7 @@ def _apply_lora(model, lora: dict):
         lora_dropout=extra.pop("dropout"),
         target_modules=extra.pop("target_modules"),
         modules_to_save=extra.pop("modules_to_save"),
-        task_type="CAUSAL_LM",
+        task_type="CAUSAL_LM" if head == "lm" else "SEQ_CLS",
         **extra,  # any other LoraConfig field, e.g. use_rslora, bias
     )
     return get_peft_model(model, config)
@@ -154,13 +182,14 @@ def _enable_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def load_model(spec: ModelSpec, *, trainable: bool = True) -> torch.nn.Module:
-    """HF causal LM for ``spec``; PEFT-wrapped when ``spec.lora`` and ``trainable``.
+def load_model(spec: ModelSpec, *, trainable: bool = True, head: str = "lm") -> torch.nn.Module:
+    """HF causal LM for ``spec`` (``head="score"``: a one-output sequence classifier, see the module
+    docstring); PEFT-wrapped when ``spec.lora`` and ``trainable``.
 
     ``trainable=False`` gives a frozen copy (reference/teacher): eval mode, no grads, no LoRA.
     ``spec.prune`` keeps only some decoder layers (``prune.py``), before LoRA is applied.
     """
-    model = _random_init(spec) if spec.random_init is not None else _pretrained(spec)
+    model = _random_init(spec, head) if spec.random_init is not None else _pretrained(spec, head)
     if spec.prune is not None:
         model = prune_layers(model, spec.prune["keep_layers"])
     if not trainable:
@@ -172,21 +201,27 @@ def load_model(spec: ModelSpec, *, trainable: bool = True) -> torch.nn.Module:
         if spec.lora:  # frozen embeddings: make checkpointed inputs require grad (reentrant-safe)
             model.enable_input_require_grads()
     if spec.lora:
-        model = _apply_lora(model, spec.lora)
+        model = _apply_lora(model, spec.lora, head)
     return model.train()
 
 
-def merge_and_save(model, tokenizer, out_dir: str | Path, *, merge: bool = False) -> Path:
+def merge_and_save(
+    model, tokenizer, out_dir: str | Path, *, merge: bool = False, standalone: bool = False
+) -> Path:
     """Save ``model`` (+ tokenizer) so plain transformers/peft can load it; returns ``out_dir``.
 
     A PEFT model saves its adapter (``PeftModel.from_pretrained(base, out_dir)``); with ``merge=True``
     a merged full model also goes to ``out_dir/merged`` (merged on a copy: ``model`` keeps its
-    adapter). A plain model is saved in full at ``out_dir`` (``merged/`` is then not written).
-    Written to a temporary sibling and renamed, so ``out_dir`` is never half-written.
+    adapter). ``standalone=True`` saves the merged full model at ``out_dir`` itself, no adapter (a reward
+    model: ``AutoModelForSequenceClassification.from_pretrained(out_dir)`` needs no base model). A plain
+    model is saved in full at ``out_dir`` (``merged/`` is then not written). Written to a temporary
+    sibling and renamed, so ``out_dir`` is never half-written.
     """
     from peft import PeftModel
 
     out_dir = Path(out_dir)
+    if standalone and isinstance(model, PeftModel):
+        model, merge = copy.deepcopy(model).merge_and_unload(), False
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:

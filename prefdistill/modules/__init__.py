@@ -8,11 +8,15 @@ from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.distill import DistillModule
 from prefdistill.modules.listwise import ListwiseModule
 from prefdistill.modules.preference import PreferenceModule
+from prefdistill.modules.reward import RewardModule
+from prefdistill.modules.unpaired import UnpairedModule
 
 MODULES_BY_KIND: dict[str, type[PolicyModule]] = {
     "pairwise": PreferenceModule,
     "token": DistillModule,
     "listwise": ListwiseModule,
+    "unpaired": UnpairedModule,
+    "reward": RewardModule,
 }
 UNSET = (None, "auto")  # values of a module setting that mean "not set": the module's own default applies
 
@@ -60,6 +64,8 @@ __all__ = [
     "ListwiseModule",
     "PolicyModule",
     "PreferenceModule",
+    "RewardModule",
+    "UnpairedModule",
     "accepted_keys",
     "build_module",
 ]

@@ -34,6 +34,8 @@ def _numpy_state() -> list:
 class PolicyModule(L.LightningModule):
     """Base class: a trainable ``policy`` built from a :class:`ModelSpec`, and a registered loss."""
 
+    policy_head = "lm"  # the policy's output head (``load_model(head=...)``): "score" for a reward model
+
     def __init__(
         self,
         policy: ModelSpec,
@@ -68,7 +70,7 @@ class PolicyModule(L.LightningModule):
     # -- model -------------------------------------------------------------------------
     def configure_model(self) -> None:
         if self.policy is None:
-            self.policy = load_model(self.policy_spec, trainable=True)
+            self.policy = load_model(self.policy_spec, trainable=True, head=self.policy_head)
             self.configure_extra_models()
 
     def configure_extra_models(self) -> None:

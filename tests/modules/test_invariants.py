@@ -32,6 +32,7 @@ def _batches(name: str):
         source="shipped",
         name=shipped,
         record_type="listwise" if kind == "listwise" else "pairwise",
+        unpair=kind == "unpaired",  # 2 pairs -> 4 rows: the first two are the full batch below
         max_samples=2,
         batch_size=2,
         max_length=160,
@@ -41,7 +42,7 @@ def _batches(name: str):
     dm.setup("fit")
     full = next(iter(dm.train_dataloader()))
     dm.batch_size = 1
-    halves = list(dm.train_dataloader())
+    halves = list(dm.train_dataloader())[:2]  # the full batch's rows (one permutation whatever the size)
     return full, halves
 
 
