@@ -3,8 +3,8 @@
 Ko et al., "DistiLLM-2: A Contrastive Approach Boosts the Distillation of LLMs", ICML 2025 (arXiv
 2503.07067); formulas from the released code, ``jongwooko/distillm-2`` ``src/distillm_trainer.py``
 (``get_batch_logps``, ``kd_loss``, loss_type ``distillm_v2``). Each row holds a teacher response
-``y_t`` (the pair's ``chosen``) and a student response ``y_s`` (``rejected``, in ``x.rejected``) to
-one prompt; per response, a token mean::
+``y_t`` (the pair's ``chosen``) and a student response ``y_s`` (``rejected``: the ``rejected_*``
+tensors) to one prompt; per response, a token mean::
 
     loss_b = (2 − β)·SKL_b + β·SRKL_b
     SKL_b  = mean_{t ∈ y_t} KL(p ‖ α₁·p + (1 − α₁)·q_θ)          (skew KL: raises q_θ on y_t)
@@ -130,12 +130,7 @@ def distillm2(
     beta_ramp: float, state: dict,
 ) -> LossOutput:  # fmt: skip
     """(2 − β)·skew KL on teacher responses + β·skew reverse KL on student responses (token means)."""
-    if x.rejected is None:
-        raise ValueError(
-            f"loss {x.loss_name!r} needs the student's response of each row in `rejected` (pairs: chosen = "
-            "teacher response, rejected = student response; method=distillm2 builds them)"
-        )
-    y = x.rejected
+    y = x.rejected_side()
     lp_t, lq_t, mask_t = _side(x)
     lp_s, lq_s, mask_s = _side(y)
     b = mask_t.shape[0]

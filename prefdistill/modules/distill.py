@@ -22,7 +22,7 @@ The module branches on the loss's needs:
   (``teacher_cache.cross_tokenizer_topk``) and kept in ``teacher_cache``, else in
   ``<cache_dir>/teacher_topk``, else in memory.
 * ``rejected`` (``distillm2``): batches are pairs (teacher response = chosen, student response =
-  rejected); both sides are distilled and reach the loss as ``TokenInputs(..., rejected=...)``.
+  rejected); both sides are distilled and reach the loss as ``TokenInputs``' ``rejected_*`` tensors.
 * ``policy_samples`` (MiniLLM): every batch must be a rollout; the sampling policy's and the
   proposal's log-probs (``sample_logps``, ``proposal_logps``) go to the loss.
 
@@ -57,6 +57,8 @@ from prefdistill.modules.teacher_cache import (
 from prefdistill.utils.cache import content_hash
 
 log = logging.getLogger(__name__)
+_SIDE_FIELDS = ("student_logits", "mask", "labels", "teacher_logits", "teacher_topk_logps", "teacher_topk_ids",
+                "teacher_label_logps")  # fmt: skip
 
 
 def next_token_logits(model: torch.nn.Module, batch: dict, side: str = "chosen") -> torch.Tensor:
@@ -281,8 +283,10 @@ class DistillModule(PolicyModule):
 
     def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = self._side_inputs(batch, "chosen")
-        rejected = self._side_inputs(batch, "rejected") if "rejected" in self.loss.needs else None
-        out = self.call_loss(dataclasses.replace(x, rejected=rejected, progress=self.progress()))
+        if "rejected" in self.loss.needs:
+            y = self._side_inputs(batch, "rejected")
+            x = dataclasses.replace(x, **{f"rejected_{k}": v for k, v in vars(y).items() if k in _SIDE_FIELDS})
+        out = self.call_loss(dataclasses.replace(x, progress=self.progress()))
         loss = out.loss.mean()
         metrics = {**out.metrics, "loss": loss.detach()}
         if batch.get("rollout"):

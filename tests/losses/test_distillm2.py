@@ -20,7 +20,9 @@ def _side(student, teacher, mask=None, labels=None) -> TokenInputs:
 
 
 def _pair(teacher_side: TokenInputs, student_side: TokenInputs, progress=None) -> TokenInputs:
-    return TokenInputs(**{**teacher_side.__dict__, "rejected": student_side, "progress": progress})
+    names = ("student_logits", "mask", "labels", "teacher_logits")
+    second = {f"rejected_{k}": getattr(student_side, k) for k in names}
+    return TokenInputs(**{**vars(teacher_side), **second, "progress": progress})
 
 
 def _log(*p) -> torch.Tensor:
@@ -55,7 +57,7 @@ def _reference(x: TokenInputs, alpha: float, beta: float) -> torch.Tensor:
         return torch.stack(out)
 
     skl = mean_over_tokens(x, lambda p, q: (p * (p / (alpha * p + (1 - alpha) * q)).log()).sum())
-    srkl = mean_over_tokens(x.rejected, lambda p, q: (q * (q / ((1 - alpha) * p + alpha * q.detach())).log()).sum())
+    srkl = mean_over_tokens(x.rejected_side(), lambda p, q: (q * (q / ((1 - alpha) * p + alpha * q.detach())).log()).sum())
     return (2 - beta) * skl + beta * srkl
 
 
@@ -73,8 +75,8 @@ def test_conformance_value_and_gradient_with_the_formula(beta):
     out = loss(x)
     ref = _reference(x, 0.2, beta)
     torch.testing.assert_close(out.loss, ref)
-    got = torch.autograd.grad(out.loss.sum(), [x.student_logits, x.rejected.student_logits])
-    want = torch.autograd.grad(ref.sum(), [x.student_logits, x.rejected.student_logits])
+    got = torch.autograd.grad(out.loss.sum(), [x.student_logits, x.rejected_student_logits])
+    want = torch.autograd.grad(ref.sum(), [x.student_logits, x.rejected_student_logits])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
 
@@ -88,7 +90,7 @@ def test_zero_for_the_teacher_itself_nonnegative_and_separable():
     x = _pair(_side(s_t, torch.randn(4, 3, 5, generator=g)), _side(s_s, torch.randn(4, 3, 5, generator=g)))
     full = loss(x).loss
     assert (full > 0).all()
-    halves = [loss(_pair(_side(s_t[i], x.teacher_logits[i]), _side(s_s[i], x.rejected.teacher_logits[i]))).loss
+    halves = [loss(_pair(_side(s_t[i], x.teacher_logits[i]), _side(s_s[i], x.rejected_teacher_logits[i]))).loss
               for i in (slice(0, 1), slice(1, 4))]  # fmt: skip
     torch.testing.assert_close(torch.cat(halves), full)
 
