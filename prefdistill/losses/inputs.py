@@ -53,6 +53,9 @@ class PairwiseInputs:
     ref_rejected_token_logps: Tensor | None = None
     chosen_mask: Tensor | None = None
     rejected_mask: Tensor | None = None
+    # (B, T) per-token log Σ_v π_θ(v|·)² of the policy, detached (needs "token_sq_probs"; WPO's weights)
+    chosen_log_sq_probs: Tensor | None = None
+    rejected_log_sq_probs: Tensor | None = None
     loss_name: str = "loss"
 
     def logps(self) -> tuple[Tensor, Tensor]:

@@ -95,9 +95,12 @@ def minillm(
     mask = x.mask.bool()
     maskf = mask.float()
     safe_labels = x.labels.masked_fill(~mask, 0).long().unsqueeze(-1)
-    lq = torch.log_softmax(x.student_logits.float() / temperature, -1).clamp_min(_LOG_FLOOR)
+    keep = mask[..., None]  # masked positions may hold NaN logits: select them away before any arithmetic,
+    student = torch.where(keep, x.student_logits.float(), 0.0)  # or NaN reaches the gradient (0 * NaN)
+    lq = torch.log_softmax(student / temperature, -1).clamp_min(_LOG_FLOOR)
     with torch.no_grad():
-        lp = torch.log_softmax(x.teacher_logits.detach().float() / temperature, -1).clamp_min(_LOG_FLOOR)
+        teacher = torch.where(keep, x.teacher_logits.detach().float(), 0.0)
+        lp = torch.log_softmax(teacher / temperature, -1).clamp_min(_LOG_FLOOR)
     token_q = lq.gather(-1, safe_labels).squeeze(-1)  # (B, T) log q_θ(y_t), with grad
     token_p = lp.gather(-1, safe_labels).squeeze(-1)
     old = token_q.detach() if x.sample_logps is None else x.sample_logps.detach().float()

@@ -48,7 +48,7 @@ def _hinge(x: PairwiseInputs, target_margin, length_norm: str, nll_weight: float
     """``max(0, target_margin − L⁺ + L⁻) + nll_weight·(−L⁺)`` and the reward metrics (L = the reward)."""
     _check({"length_norm": length_norm})
     chosen, rejected = x.averages() if length_norm == "mean" else x.logps()
-    loss = torch.relu(target_margin - chosen + rejected)
+    loss = torch.relu(target_margin - (chosen - rejected))  # difference first: no cancellation at -1e4
     nll = -chosen
     if nll_weight:
         loss = loss + nll_weight * nll

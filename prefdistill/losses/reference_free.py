@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from prefdistill.losses.inputs import PairwiseInputs
+from prefdistill.losses.log_ratio import WPO_KNOB, knob_needs, weighted
 from prefdistill.losses.registry import LossOutput, register
 from prefdistill.losses.terms import check_choice, reward_metrics, smoothed_sigmoid_loss
 
@@ -71,18 +72,36 @@ def simper(x: PairwiseInputs, *, nll_weight: float) -> LossOutput:
     return LossOutput(loss, reward_metrics(a_w, a_l))
 
 
+def _sft_needs(hp):
+    return knob_needs(hp, reference=False)
+
+
+def _check_sft(hp):
+    check_choice("sft", "token_mean", hp["token_mean"], ("example", "batch"))
+
+
 @register(
-    "sft", kind="pairwise", needs=(), hparams={},
+    "sft", kind="pairwise", needs=_sft_needs, hparams={"token_mean": "example", **WPO_KNOB}, validate=_check_sft,
     source="Supervised fine-tuning (token-mean NLL of the chosen response); TRL loss_type='sft'",
 )  # fmt: skip
-def sft(x: PairwiseInputs) -> LossOutput:
+def sft(x: PairwiseInputs, *, token_mean: str, use_weighting: bool) -> LossOutput:
     """SFT on the chosen response: ``−S_θ(y_w)/|y_w| = −A_θ(y_w)``.
 
-    Token-mean negative log-likelihood *per example* (so the batch mean is separable and gradient
-    accumulation exact; a global token mean would weight long responses more). Needs nothing: the
-    rejected response and the reference are ignored. ``chosen_lengths`` is required. Metrics:
-    ``reward/chosen`` = A_θ(y_w) (as SimPER logs it) and ``nll/chosen`` = −A_θ(y_w).
+    ``token_mean="example"`` (default): token-mean negative log-likelihood *per example* (so the batch
+    mean is separable and gradient accumulation exact; a global token mean weights long responses more).
+    ``token_mean="batch"`` (TRL 1.x ``loss_type='sft'``): one token mean over all chosen tokens of the
+    batch, ``−Σ_b S_θ(y_w,b) / Σ_b |y_w,b|``, given to every example (batch-coupled). ``use_weighting`` multiplies by WPO's pair weight, as TRL does for every loss in a
+    ``loss_type`` list (it then needs the rejected response). Needs nothing else: the rejected response and
+    the reference are ignored. Metrics: ``reward/chosen`` = A_θ(y_w) (as SimPER logs it) and
+    ``nll/chosen`` = −A_θ(y_w).
     """
+    _check_sft({"token_mean": token_mean})
     a_w = x.chosen_average()
     nll = -a_w
-    return LossOutput(nll, {"reward/chosen": a_w.detach(), "nll/chosen": nll.detach()})
+    if token_mean == "batch":
+        logps = x.chosen_logps.float()
+        loss = (-logps.sum() / x.chosen_lengths.float().sum().clamp_min(1.0)).expand(logps.shape[0])
+    else:
+        loss = nll
+    metrics = {"reward/chosen": a_w.detach(), "nll/chosen": nll.detach()}
+    return LossOutput(*weighted(loss, metrics, x, use_weighting))

@@ -48,10 +48,12 @@ from torch import Tensor
 
 from prefdistill.models.logprobs import (
     IGNORE_INDEX,
+    TokenLogps,
     _backbone_and_head,
     _unwrap,
     backbone_hidden,
     chunked_logps,
+    flat_token_logps,
     response_logps,
 )
 
@@ -318,6 +320,21 @@ def grouped_response_logps(
     padded rows, from one shared-prompt forward of each group of ``group_size`` consecutive rows. Models
     or batches that cannot be packed fall back to ``response_logps`` (one WARNING per model type and reason).
     """
+    tokens = grouped_token_logps(
+        model, input_ids, attention_mask, labels, group_size, chunk_size=chunk_size, layout=layout
+    )
+    if tokens is None:
+        return response_logps(model, input_ids, attention_mask, labels, chunk_size=chunk_size)
+    return tokens.sums(), tokens.counts()
+
+
+def grouped_token_logps(
+    model, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, group_size: int, *,
+    chunk_size: int = 1024, layout: str = DEFAULT_LAYOUT, with_sq: bool = False, fallback: bool = False,
+) -> TokenLogps | None:  # fmt: skip
+    """The per-token form of ``grouped_response_logps``: every supervised token's log-probability (and, with
+    ``with_sq``, its ``log Σ_v p_v²``), rows in input order. A batch that cannot be packed gives None (after
+    the one-time WARNING), or with ``fallback`` the padded rows' ``flat_token_logps``."""
     reason = shared_prompt_support(model)
     packed = pack_groups(input_ids, attention_mask, labels, group_size, layout) if reason is None else None
     if isinstance(packed, str):
@@ -327,13 +344,14 @@ def grouped_response_logps(
         reason = mask
     if reason is not None:
         _warn_fallback(model, reason)
-        return response_logps(model, input_ids, attention_mask, labels, chunk_size=chunk_size)
+        if not fallback:
+            return None
+        return flat_token_logps(model, input_ids, attention_mask, labels, chunk_size=chunk_size, with_sq=with_sq)
     hidden, head, softcap = backbone_hidden(model, packed.input_ids, mask, packed.position_ids)
     rows = hidden.reshape(-1, hidden.shape[-1])[packed.source]  # (M, H)
-    token_logps = chunked_logps(rows, packed.targets, head, softcap, chunk_size)  # (M,)
-    sums = token_logps.new_zeros(packed.num_outputs).index_add(0, packed.owner, token_logps)
-    counts = torch.bincount(packed.owner, minlength=packed.num_outputs)
-    return sums, counts
+    values = chunked_logps(rows, packed.targets, head, softcap, chunk_size, with_sq=with_sq)  # (M,)
+    values, sq = values if with_sq else (values, None)
+    return TokenLogps(values, packed.owner, packed.num_outputs, sq)
 
 
 def interleave_pairs(batch: dict) -> tuple[Tensor, Tensor, Tensor]:
@@ -357,6 +375,18 @@ def shared_prompt_logps(
         model, *interleave_pairs(batch), 2, chunk_size=chunk_size, layout=layout
     )
     return sums.view(-1, 2).t().reshape(-1), counts.view(-1, 2).t().reshape(-1)
+
+
+def shared_prompt_token_logps(
+    model, batch: dict, *, chunk_size: int = 1024, layout: str = DEFAULT_LAYOUT, with_sq: bool = False
+) -> TokenLogps:
+    """The per-token form of ``shared_prompt_logps``: rows ``[chosen; rejected]`` (row b is chosen b, row
+    B + b rejected b), from one shared-prompt forward (or the padded rows when the batch cannot be packed)."""
+    tokens = grouped_token_logps(
+        model, *interleave_pairs(batch), 2, chunk_size=chunk_size, layout=layout, with_sq=with_sq, fallback=True
+    )
+    half = tokens.num_rows // 2  # interleaved row 2b + s -> s * B + b
+    return TokenLogps(tokens.values, (tokens.owner % 2) * half + tokens.owner // 2, tokens.num_rows, tokens.log_sq_probs)
 
 
 def unique_tokens(batch: dict) -> int:

@@ -145,14 +145,19 @@ class PolicyModule(L.LightningModule):
     def call_loss(self, inputs):
         """Run the loss on its inputs object; a stateful loss gets its state and the module keeps the update.
 
-        Training steps update the state; validation and test read it without changing it.
+        Training steps update the state; validation and test read it without changing it. With several
+        ranks the updated state is averaged over them, so every rank continues from the same state (a
+        running mean over each rank's batches becomes the mean over all ranks' batches).
         """
         if not self.loss_state:
             return self.loss(inputs)
         state = {k: v.to(self.device) for k, v in self.loss_state.items()}
         out = self.loss(inputs, state=state)
         if out.state is not None and self.training and torch.is_grad_enabled():
-            self.loss_state = {k: v.detach().cpu() for k, v in out.state.items()}
+            new = {k: v.detach() for k, v in out.state.items()}
+            if self._trainer is not None and self.trainer.world_size > 1:
+                new = {k: self.trainer.strategy.reduce(v, reduce_op="mean") for k, v in new.items()}
+            self.loss_state = {k: v.cpu() for k, v in new.items()}
         return out
 
     # -- numerics guard ----------------------------------------------------------------

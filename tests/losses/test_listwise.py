@@ -177,7 +177,8 @@ def test_rd_equals_minus_pl_logprob_of_teacher_ranking():
 def test_config_instantiates_and_runs(name):
     loss = instantiate(OmegaConf.load(METHOD_DIR / f"{name}.yaml"))
     assert loss.name == name and loss.kind == "listwise" and loss.needs == {"scores"}
-    assert loss.hparams == get_loss(name).hparams == {"beta": 10.0}
+    want = {"pad_pd": {"beta": 10.0, "divergence": "jsd"}, "pad_rd": {"beta": 10.0}}[name]
+    assert loss.hparams == get_loss(name).hparams == want
     logps, lengths, teacher = _inputs(4)
     out = loss(logps=logps, lengths=lengths, teacher_scores=teacher)
     assert out.loss.shape == (3,) and torch.isfinite(out.loss).all()
@@ -193,3 +194,64 @@ def test_permutation_cache_built_in_inference_mode_still_trains():
     logps = torch.randn(2, 5, requires_grad=True)
     loss(logps=logps, lengths=torch.ones(2, 5), teacher_scores=torch.randn(2, 5)).loss.sum().backward()
     assert logps.grad is not None
+
+
+# ---------------------------------------------------------------- pad_pd divergence="released"
+def _two(student: list[list[float]], teacher: list[list[float]], **hp):
+    """n = 2 lists with unit lengths and beta = 1, so the scores are the given numbers."""
+    logps = torch.tensor(student, dtype=torch.float32, requires_grad=True)
+    out = pad_pd(logps, torch.ones_like(logps), torch.tensor(teacher), beta=1.0, **hp)
+    return out, logps
+
+
+def test_released_pd_by_hand_single_example():
+    """s = (0, 0): P_S = (1/2, 1/2); t = (log 3, 0): P_T = (3/4, 1/4); M = (5/8, 3/8) (B = 1: a true mixture).
+    released = 1/2 [KL(M||P_S) + KL(M||P_T)] (F.kl_div's order), jsd = 1/2 [KL(P_S||M) + KL(P_T||M)]."""
+    released, _ = _two([[0.0, 0.0]], [[math.log(3.0), 0.0]], divergence="released")
+    kl_m_s = 5 / 8 * math.log((5 / 8) / (1 / 2)) + 3 / 8 * math.log((3 / 8) / (1 / 2))
+    kl_m_t = 5 / 8 * math.log((5 / 8) / (3 / 4)) + 3 / 8 * math.log((3 / 8) / (1 / 4))
+    torch.testing.assert_close(released.loss, torch.tensor([0.5 * (kl_m_s + kl_m_t)]))
+    jsd, _ = _two([[0.0, 0.0]], [[math.log(3.0), 0.0]])
+    kl_s_m = 0.5 * math.log(0.5 / (5 / 8)) + 0.5 * math.log(0.5 / (3 / 8))
+    kl_t_m = 0.75 * math.log(0.75 / (5 / 8)) + 0.25 * math.log(0.25 / (3 / 8))
+    torch.testing.assert_close(jsd.loss, torch.tensor([0.5 * (kl_s_m + kl_t_m)]))
+    assert not torch.allclose(released.loss, jsd.loss)  # the two forms differ
+
+
+def test_released_pd_pools_m_over_the_micro_batch():
+    """A second example with P_S = P_T = (1/2, 1/2) changes the first one's loss: M = 1/2 (P_S1 + P_T1 + P_S2
+    + P_T2) = (9/8, 7/8), mass 2 (not normalised), as in the release's logsumexp over torch.cat(dim=0)."""
+    alone, _ = _two([[0.0, 0.0]], [[math.log(3.0), 0.0]], divergence="released")
+    pooled, _ = _two([[0.0, 0.0], [0.0, 0.0]], [[math.log(3.0), 0.0], [0.0, 0.0]], divergence="released")
+    m = (9 / 8, 7 / 8)
+
+    def kl_m(p):
+        return sum(mi * math.log(mi / pi) for mi, pi in zip(m, p))
+
+    first = 0.5 * (kl_m((0.5, 0.5)) + kl_m((0.75, 0.25)))
+    second = 0.5 * (kl_m((0.5, 0.5)) + kl_m((0.5, 0.5)))
+    torch.testing.assert_close(pooled.loss, torch.tensor([first, second]))
+    assert not torch.allclose(pooled.loss[:1], alone.loss)  # depends on batch-mates: not separable
+
+
+def test_at_beta_10_the_jsd_saturates_and_the_released_form_keeps_its_gradient():
+    """PAD's beta = 10 with a student whose order disagrees with the teacher's: the JSD sits at log 2 and its
+    gradient all but vanishes, the released form's does not (why the PAD experiment uses the released form
+    with PAD's learning rate). With M pooled over the batch, the released form is not 0 when each student
+    matches its teacher."""
+    lengths = torch.tensor([[40.0, 120.0, 75.0, 200.0], [60.0, 90.0, 150.0, 30.0]])
+    teacher = torch.tensor([[-0.1, -0.8, -1.5, -2.2], [-1.9, -0.3, -1.1, -0.7]])  # log MCQ probabilities
+    student = torch.tensor([[-1.6, -1.2, -0.9, -0.6], [-0.5, -1.4, -0.8, -1.7]])  # mean token log-probs
+    norms = {}
+    for divergence in ("jsd", "released"):
+        logps = (student * lengths).requires_grad_()
+        out = get_loss("pad_pd", beta=10.0, divergence=divergence)(logps=logps, lengths=lengths, teacher_scores=teacher)
+        out.loss.mean().backward()
+        norms[divergence] = logps.grad.norm().item()
+        if divergence == "jsd":
+            assert (out.loss > 0.99 * math.log(2.0)).all(), out.loss
+    assert norms["released"] > 100 * norms["jsd"], norms
+    # each student matches its teacher, but M is pooled over two different examples: not 0 (the JSD is)
+    rows = [[0.0, -1.0], [0.0, 2.0]]
+    assert (_two(rows, rows, divergence="released")[0].loss > 0.1).all()
+    torch.testing.assert_close(_two(rows, rows)[0].loss, torch.zeros(2), atol=1e-6, rtol=0)

@@ -123,10 +123,10 @@ def test_robust_rejects_eps_ge_half(eps):
     with pytest.raises(ValueError, match="robust"):
         get_loss("robust", label_smoothing=eps)
     from prefdistill.losses import PairwiseInputs
-    from prefdistill.losses.pairwise import robust  # the bare function checks too
+    from prefdistill.losses.pairwise import KNOBS, robust  # the bare function checks too
 
     with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
-        robust(PairwiseInputs(**pair()), beta=0.1, label_smoothing=eps)
+        robust(PairwiseInputs(**pair()), beta=0.1, label_smoothing=eps, **KNOBS)
 
 
 def test_reference_free_dpo_equals_dpo_with_zero_reference():

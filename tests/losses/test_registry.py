@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 
 from prefdistill.losses import REGISTRY, Loss, get_loss, list_losses
 
-NAMES = ["dpo", "robust", "ipo", "hinge", "rpo", "simpo", "simper", "sft"]
+TRL_FAMILY = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down",
+              "discopop", "sigmoid_norm"]  # fmt: skip
+NAMES = ["dpo", "robust", "ipo", "hinge", "rpo", "simpo", "simper", "sft", "orpo", "cpo", "mixture", *TRL_FAMILY]
 REF = frozenset({"reference", "rejected"})
 NEEDS = {
     "dpo": REF,
@@ -24,7 +26,16 @@ NEEDS = {
     "simpo": frozenset({"rejected"}),
     "simper": frozenset({"rejected"}),
     "sft": frozenset(),
+    "orpo": frozenset({"rejected"}),
+    "cpo": frozenset({"rejected"}),
+    "mixture": REF,  # its default parts, dpo and sft
+    **{n: REF for n in TRL_FAMILY},
 }
+# TRL DPOConfig.loss_type -> our registered loss (a TRL user finds every one under its TRL name)
+TRL_LOSS_TYPES = {"sigmoid": "dpo", "hinge": "hinge", "ipo": "ipo", "exo_pair": "exo_pair", "nca_pair": "nca_pair",
+                  "robust": "robust", "bco_pair": "bco_pair", "sppo_hard": "sppo_hard", "aot": "aot",
+                  "aot_unpaired": "aot_unpaired", "apo_zero": "apo_zero", "apo_down": "apo_down",
+                  "discopop": "discopop", "sft": "sft", "sigmoid_norm": "sigmoid_norm"}  # fmt: skip
 # configs/method/<stem>.yaml -> registered name
 CONFIGS = {n: n for n in NAMES} | {"cdpo": "dpo"}
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"
@@ -69,8 +80,15 @@ def test_needs_kind_and_signature(name):
     # the function takes that input and its declared hyper-parameters, keyword-only, and nothing else
     params = list(inspect.signature(REGISTRY[name].fn).parameters.values())
     assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:])
-    assert set(loss.hparams) == {p.name for p in params[1:]} == set(REGISTRY[name].hparams)
+    named = [p for p in params[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]  # a mixture's shared **hparams
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in named)
+    takes = {p.name for p in named} - ({"state"} if REGISTRY[name].state else set())
+    assert set(loss.hparams) == takes == set(REGISTRY[name].hparams)
+
+
+@pytest.mark.parametrize(("trl_name", "ours"), sorted(TRL_LOSS_TYPES.items()))
+def test_every_trl_dpo_loss_type_resolves_under_its_trl_name(trl_name, ours):
+    assert get_loss(trl_name).name == ours
 
 
 def test_dpo_reference_free_needs_only_rejected():
@@ -112,7 +130,7 @@ def test_outputs_shape_dtype_detached(name, dtype):
         assert torch.equal(m["reward/accuracy"], (m["reward/chosen"] > m["reward/rejected"]).float())
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if "reference" in NEEDS[n]])
+@pytest.mark.parametrize("name", [n for n in NAMES if "reference" in NEEDS[n] and n != "mixture"])  # (names its part)
 @pytest.mark.parametrize("missing", ["ref_chosen_logps", "ref_rejected_logps"])
 def test_missing_reference_raises(name, missing):
     t = batch()
@@ -136,9 +154,12 @@ def test_method_config_instantiates_and_runs(stem):
     assert loss.name == CONFIGS[stem]
     # every hyper-parameter the loss accepts is spelled out in its file, with the function default
     declared = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("_target_", "name")}
-    assert set(declared) == set(REGISTRY[loss.name].defaults)
-    if stem != "cdpo":
-        assert declared == REGISTRY[loss.name].defaults
+    if REGISTRY[loss.name].open_hparams:  # the mixture spells out its own keys and the shared ones it sets
+        assert set(REGISTRY[loss.name].defaults) <= set(declared)
+    else:
+        assert set(declared) == set(REGISTRY[loss.name].defaults)
+        if stem != "cdpo":
+            assert declared == REGISTRY[loss.name].defaults
     t = batch(3)
     if "reference" not in loss.needs:
         t["ref_chosen_logps"] = t["ref_rejected_logps"] = None
