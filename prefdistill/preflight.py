@@ -343,9 +343,9 @@ def _pipeline_needs(run, pipeline: dict, policy, teacher, sizes, places) -> None
     scorer = str(prepare.get("scorer") or "")
     if scorer.startswith("reward_model:"):
         run.models.append(("scorer", ModelSpec(scorer.split(":", 1)[1]), "pipeline.prepare.scorer"))
-    if prepare.get("backend") == "vllm" and not _installed("vllm"):
-        run.problems.append("vLLM (pipeline.prepare.backend=vllm) is not installed. Fix: pip install "
-                            "'prefdistill[vllm]' on a CUDA machine, or pipeline.prepare.backend=hf")  # fmt: skip
+    if (prepare.get("sampler") or {}).get("backend") == "vllm" and not _installed("vllm"):
+        run.problems.append("vLLM (pipeline.prepare.sampler.backend=vllm) is not installed. Fix: pip install "
+                            "'prefdistill[vllm]' on a CUDA machine, or pipeline.prepare.sampler.backend=hf")  # fmt: skip
 
 
 def _training_needs(run, config: dict, loss, policy, teacher, reference, sizes) -> None:

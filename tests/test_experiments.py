@@ -115,8 +115,8 @@ def tiny_overrides(tmp_path, name: str, extra: tuple[str, ...] = ()) -> list[str
         out.append("~eval")  # drops the suite the experiment selects (`eval=null` cannot undo an override)
     if "sampling" in prepare:
         out.append("pipeline.prepare.sampling.max_new_tokens=4")
-    if prepare.get("backend", "hf") != "hf":
-        out.append("pipeline.prepare.backend=hf")
+    if (prepare.get("sampler") or {}).get("backend", "hf") != "hf":
+        out.append("pipeline.prepare.sampler.backend=hf")
     if prepare.get("mcq_filter"):
         out.append("pipeline.prepare.mcq_filter=false")  # a random tiny teacher splits no list
     if prepare.get("alpha") == 0:

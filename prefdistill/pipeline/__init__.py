@@ -15,14 +15,14 @@ from prefdistill.pipeline.plad import Prepared, prepare_plad_data
 from prefdistill.pipeline.seqkd import prepare_seqkd_data
 from prefdistill.pipeline.sft_first import prepare_sft_first
 from prefdistill.pipeline.stages import Stage, StageResult
-from prefdistill.pipeline.steps import SFTStep
+from prefdistill.pipeline.steps import Sampler, SFTStep
 
 __all__ = [
     "Prepared",
     "SFTStep",
+    "Sampler",
     "Stage",
     "StageResult",
-
     "prepare_pad_data",
     "prepare_plad_data",
     "prepare_seqkd_data",

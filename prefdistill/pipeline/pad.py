@@ -20,7 +20,7 @@ from prefdistill.pipeline.lists import build_pad_lists
 from prefdistill.pipeline.plad import Prepared, write_jsonl
 from prefdistill.pipeline.stages import Stage, StageResult, summarize
 from prefdistill.pipeline.steps import (
-    Sampling,
+    Sampler,
     SFTStep,
     data_key,
     finetuned,
@@ -42,12 +42,8 @@ def prepare_pad_data(
     k: int = 5,
     n: int = 4,
     alpha: float = 0.0,
+    sampler: Sampler | None = None,
     sampling: SamplingParams | None = None,
-    backend: str = "hf",
-    batch_size: int = 16,
-    shard_size: int = 256,
-    template: str = "auto",
-    backend_kwargs: dict | None = None,
     scoring_batch_size: int = 8,
     mcq: dict | None = None,
     mcq_filter: bool = False,
@@ -71,8 +67,9 @@ def prepare_pad_data(
     student, sft_s = finetuned("student", student, sft_student, cache_dir)
     stages += [r for r in (sft_t, sft_s) if r is not None]
     data = source.load()
-    common = Sampling(sampling, backend, batch_size, shard_size, template, backend_kwargs)
-    samples = sample_stage("student", student, data, data_key(data), common, cache_dir)
+    sampler = sampler or Sampler()
+    template = sampler.template  # the teacher scores with the prompts rendered as they were sampled
+    samples = sample_stage("student", student, data, data_key(data), sampling, sampler, cache_dir)
     stages.append(samples)
     settings = {"n": n, "alpha": alpha, "mcq": mcq or {}, "mcq_filter": mcq_filter, "template": template}
     key = hash_inputs({"samples": samples.path.name, "teacher": model_key(teacher), **settings})

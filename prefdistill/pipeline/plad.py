@@ -27,7 +27,7 @@ from prefdistill.pipeline.pairs import (
 )
 from prefdistill.pipeline.stages import Stage, StageResult, summarize
 from prefdistill.pipeline.steps import (
-    Sampling,
+    Sampler,
     SFTStep,
     data_key,
     finetuned,
@@ -86,13 +86,9 @@ def prepare_plad_data(
     source: PromptSource,
     *,
     cache_dir: str | os.PathLike,
+    sampler: Sampler | None = None,
     sampling: SamplingParams | None = None,
     teacher_sampling: SamplingParams | None = None,
-    backend: str = "hf",
-    batch_size: int = 16,
-    shard_size: int = 256,
-    template: str = "auto",
-    backend_kwargs: dict | None = None,
     real_ratio: float = 0.0,
     scorer: str | Callable | None = None,
     sft_student: SFTStep | None = None,
@@ -106,6 +102,7 @@ def prepare_plad_data(
     the student. ``real_ratio`` of the pairs are re-ordered by ``scorer`` (``"teacher_likelihood"``,
     ``"reward_model:<hf id>"`` or a callable ``(prompts, responses) -> scores``).
     """
+    sampler = sampler or Sampler()
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
     teacher_sampling = teacher_sampling or teacher_stream(sampling)
     stages: list[StageResult] = []
@@ -114,10 +111,8 @@ def prepare_plad_data(
     stages += [r for r in (sft_t, sft_s) if r is not None]
     data = source.load()
     dkey = data_key(data)
-    common = dict(backend=backend, batch_size=batch_size, shard_size=shard_size, template=template,
-                  backend_kwargs=backend_kwargs)  # fmt: skip
-    t_samples = sample_stage("teacher", teacher, data, dkey, Sampling(teacher_sampling, **common), cache_dir)
-    s_samples = sample_stage("student", student, data, dkey, Sampling(sampling, **common), cache_dir)
+    t_samples = sample_stage("teacher", teacher, data, dkey, teacher_sampling, sampler, cache_dir)
+    s_samples = sample_stage("student", student, data, dkey, sampling, sampler, cache_dir)
     stages += [t_samples, s_samples]
     scorer_name = (
         scorer if isinstance(scorer, str) or scorer is None else getattr(scorer, "__qualname__", "callable")
@@ -137,7 +132,7 @@ def prepare_plad_data(
                 ids.append(data.ids[i] if min(len(ts), len(ss)) == 1 else f"{data.ids[i]}-{j}")
                 t_flat.append(ts[j])
                 s_flat.append(ss[j])
-        score_fn = _scorer(scorer, teacher, template, batch_size) if real_ratio > 0 else None
+        score_fn = _scorer(scorer, teacher, sampler.template, sampler.batch_size) if real_ratio > 0 else None
         rows, stats = build_plad_pairs(
             prompts, t_flat, s_flat, ids=ids, scorer=score_fn, real_ratio=real_ratio, seed=seed
         )

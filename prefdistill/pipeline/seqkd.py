@@ -21,7 +21,7 @@ from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.pipeline.plad import Prepared, write_jsonl
 from prefdistill.pipeline.stages import Stage, summarize
 from prefdistill.pipeline.steps import (
-    Sampling,
+    Sampler,
     SFTStep,
     data_key,
     finetuned,
@@ -40,13 +40,9 @@ def prepare_seqkd_data(
     source: PromptSource,
     *,
     cache_dir: str | os.PathLike,
+    sampler: Sampler | None = None,
     sampling: SamplingParams | None = None,
     teacher_sampling: SamplingParams | None = None,
-    backend: str = "hf",
-    batch_size: int = 16,
-    shard_size: int = 256,
-    template: str = "auto",
-    backend_kwargs: dict | None = None,
     sft_teacher: SFTStep | None = None,
     sft_student: SFTStep | None = None,
     seed: int = 0,
@@ -63,10 +59,8 @@ def prepare_seqkd_data(
     student, sft_s = finetuned("student", student, sft_student, cache_dir)  # the run starts from it
     stages = [r for r in (sft_t, sft_s) if r is not None]
     data = source.load()
-    common = dict(backend=backend, batch_size=batch_size, shard_size=shard_size, template=template,
-                  backend_kwargs=backend_kwargs)  # fmt: skip
     samples = sample_stage(
-        "teacher", teacher, data, data_key(data), Sampling(teacher_sampling, **common), cache_dir
+        "teacher", teacher, data, data_key(data), teacher_sampling, sampler or Sampler(), cache_dir
     )
     stages.append(samples)
 

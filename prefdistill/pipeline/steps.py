@@ -33,15 +33,24 @@ class SFTStep:
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """Settings of one sampling stage (backend and batching do not enter the cache key)."""
+class Sampler:
+    """How a pipeline samples a model: backend, batching, shard size and prompt template.
 
-    params: SamplingParams
-    backend: str = "hf"
-    batch_size: int = 16
-    shard_size: int = 256
-    template: str = "auto"
-    backend_kwargs: dict | None = None
+    Built by Hydra (``pipeline.prepare.sampler``) and shared by every sampling (and scoring) stage of a
+    chain. The template enters the stages' cache keys (it changes the outputs); backend, batching and
+    shard size do not (the outputs do not depend on them).
+    """
+
+    backend: str = "hf"  # hf | vllm
+    batch_size: int = 16  # sequences per forward
+    shard_size: int = 256  # prompts per shard file: the unit a killed stage resumes from
+    template: str = "auto"  # chat template when the tokenizer has one, else raw text
+    backend_kwargs: dict | None = None  # extra arguments of the backend (e.g. vLLM's tensor_parallel_size)
+
+    def generator(self, spec):
+        """A generator of ``spec`` on this backend."""
+        kw = {"template": self.template, **(self.backend_kwargs or {})}
+        return build_generator(spec, backend=self.backend, batch_size=self.batch_size, **kw)
 
 
 def model_key(spec) -> str:
@@ -65,31 +74,29 @@ def finetuned(
     )
     tuned = dataclasses.replace(
         spec, name_or_path=str(result.path / "model"), revision=None, tokenizer=None,
-        gguf_file=None, offline_fallback=None, random_init=None,
+        gguf_file=None, offline_fallback=None, random_init=None, prune=None,  # the folder holds the result
     )  # fmt: skip
     return tuned, result
 
 
 def sample_stage(
-    role: str, spec, data: PromptSet, data_key: str, sampling: Sampling, cache_dir: str | os.PathLike
-) -> StageResult:
-    """Stage ``samples-<role>``: ``sampling.params.n`` samples of ``spec`` per prompt, resumable shards."""
+    role: str, spec, data: PromptSet, data_key: str, params: SamplingParams, sampler: Sampler,
+    cache_dir: str | os.PathLike,
+) -> StageResult:  # fmt: skip
+    """Stage ``samples-<role>``: ``params.n`` samples of ``spec`` per prompt, resumable shards."""
     key = hash_inputs({
-        "model": model_key(spec), "data": data_key, "params": sampling.params.to_dict(), "template": sampling.template,
+        "model": model_key(spec), "data": data_key, "params": params.to_dict(), "template": sampler.template,
     })  # fmt: skip
-
-    def make():
-        kw = {"template": sampling.template, **(sampling.backend_kwargs or {})}
-        return build_generator(spec, backend=sampling.backend, batch_size=sampling.batch_size, **kw)
 
     def sample(folder: Path) -> dict:
         generate_to_shards(
-            make, data.prompts, folder, sampling.params, ids=data.ids, references=data.references,
-            shard_size=sampling.shard_size, meta={"model": spec.identity(), "template": sampling.template},
+            lambda: sampler.generator(spec), data.prompts, folder, params, ids=data.ids,
+            references=data.references, shard_size=sampler.shard_size,
+            meta={"model": spec.identity(), "template": sampler.template},
         )  # fmt: skip
-        return {"prompts": len(data.prompts), "samples_per_prompt": sampling.params.n}
+        return {"prompts": len(data.prompts), "samples_per_prompt": params.n}
 
-    desc = {"model": spec.name_or_path, "params": sampling.params.to_dict(), "prompts": len(data.prompts)}
+    desc = {"model": spec.name_or_path, "params": params.to_dict(), "prompts": len(data.prompts)}
     return Stage(f"samples-{role}", key, sample, resumable=True, description=desc).run(cache_dir)
 
 

@@ -7,7 +7,7 @@ import json
 from prefdistill.data import load_records
 from prefdistill.data.records import ListRecord, PairRecord
 from prefdistill.generation import PromptSource, SamplingParams
-from prefdistill.pipeline import SFTStep, prepare_pad_data, prepare_plad_data
+from prefdistill.pipeline import Sampler, SFTStep, prepare_pad_data, prepare_plad_data
 
 SOURCE = PromptSource("shipped", "train", limit=4)
 FAST = SamplingParams(temperature=1.0, max_new_tokens=6, seed=0)
@@ -22,7 +22,7 @@ def test_plad_chain_with_sft_then_reuse(student_spec, teacher_spec, tmp_path):
         trained.append(spec.seed)
         merge_and_save(load_model(spec, trainable=False), load_tokenizer(spec), out_dir)
 
-    kw = dict(cache_dir=tmp_path, sampling=FAST, shard_size=2, real_ratio=0.5, scorer="teacher_likelihood",
+    kw = dict(cache_dir=tmp_path, sampling=FAST, sampler=Sampler(shard_size=2), real_ratio=0.5, scorer="teacher_likelihood",
               sft_student=SFTStep(fake_sft, {"steps": 1}))  # fmt: skip
     first = prepare_plad_data(student_spec, teacher_spec, SOURCE, **kw)
     assert [s.status for s in first.stages] == ["ran"] * 4
@@ -43,7 +43,7 @@ def test_plad_chain_with_sft_then_reuse(student_spec, teacher_spec, tmp_path):
 
 
 def test_pad_chain_lists_and_reuse(student_spec, teacher_spec, tmp_path):
-    kw = dict(cache_dir=tmp_path, sampling=FAST, k=3, n=2, alpha=0.5, shard_size=4)
+    kw = dict(cache_dir=tmp_path, sampling=FAST, k=3, n=2, alpha=0.5, sampler=Sampler(shard_size=4))
     first = prepare_pad_data(student_spec, teacher_spec, SOURCE, **kw)
     assert [s.status for s in first.stages] == ["ran", "ran"]
     rows = load_records("local", "train", path=str(first.path), record_type="listwise")
