@@ -30,7 +30,6 @@ TINY = [
     "data.max_samples=16",
     "data.batch_size=4",
     "trainer.limit_val_batches=1",
-    "callbacks.model_checkpoint.every_n_train_steps=1",
 ]
 LORA = "model.lora={r:4,alpha:8,dropout:0.0,target_modules:[q_proj,v_proj]}"
 
@@ -60,37 +59,52 @@ def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
 
-def test_zero2_trains_checkpoints_resumes_and_converts(tmp_path):
+def _straight_and_resumed(tmp_path: Path, *overrides: str) -> tuple[Path, Path]:
+    """A 4-step run keeping its step-2 checkpoint folder, and a second run resumed from that folder to
+    step 4: the uninterrupted and the resumed run, both finished. Returns their run folders."""
+    keep = ["callbacks.model_checkpoint.every_n_train_steps=2", "callbacks.model_checkpoint.save_top_k=-1"]
+    straight, a, _ = _train(tmp_path, "straight", "trainer.max_steps=4", *keep, *overrides)
+    step2 = straight / "checkpoints" / "step000002.ckpt"
+    assert step2.is_dir() and (step2 / "latest").is_file(), "DeepSpeed writes a checkpoint folder"
+    resumed, b, log = _train(tmp_path, "resumed", "trainer.max_steps=4", f"ckpt_path={step2}", *overrides)
+    assert "Restoring states from the checkpoint" in log and str(step2) in log
+    assert a["global_step"] == b["global_step"] == 4
+    for key, value in a["after"].items():
+        assert b["after"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    return straight, resumed
+
+
+def _assert_resumed_equals_straight(straight: Path, resumed: Path) -> dict[str, torch.Tensor]:
+    """Same final weights (optimizer state, schedule and data position restored), and not the initial ones."""
+    a, b = _weights(straight / "model"), _weights(resumed / "model")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7, msg=name)
+    init = _weights_of_fresh_tiny()
+    moved = [k for k in init if not torch.equal(a[k], init[k])]
+    assert len(moved) > len(init) // 2, f"training moved only {moved}"
+    return a
+
+
+def test_zero2_resume_equals_an_uninterrupted_run_and_converts(tmp_path):
     from prefdistill.convert import convert_checkpoint
 
-    out, first, _ = _train(tmp_path, "z2", "trainer.max_steps=2")
-    ckpt = out / "checkpoints" / "last.ckpt"
-    assert first["global_step"] == 2
-    assert ckpt.is_dir() and (ckpt / "latest").is_file(), "DeepSpeed writes a checkpoint folder"
-    assert (out / "policy_spec.json").is_file()
-
-    # the same command, longer: resumes the run from its DeepSpeed checkpoint folder
-    out, second, log = _train(tmp_path, "z2", "trainer.max_steps=4")
-    assert "resuming from" in log and str(ckpt) in log
-    assert second["global_step"] == 4
-    assert second["after"]["val/loss"] != first["after"]["val/loss"]
-
+    straight, resumed = _straight_and_resumed(tmp_path)
+    trained = _assert_resumed_equals_straight(straight, resumed)
+    assert (resumed / "policy_spec.json").is_file()
     # checkpoint folder -> plain transformers folder, equal to the weights the run ended with
-    converted = convert_checkpoint(ckpt, tmp_path / "converted")
-    trained, loaded = _weights(out / "model"), _weights(converted)
-    _assert_equal(loaded, trained)
-    init = _weights_of_fresh_tiny()
-    assert any(not torch.equal(trained[k], init[k]) for k in init), "training changed the weights"
+    converted = convert_checkpoint(resumed / "checkpoints" / "last.ckpt", tmp_path / "converted")
+    _assert_equal(_weights(converted), trained)
 
 
-def test_zero3_final_save_gathers_partitioned_weights(tmp_path):
+def test_zero3_resume_equals_an_uninterrupted_run_and_gathers_weights(tmp_path):
     from prefdistill.convert import main as pd_convert
 
-    out, result, _ = _train(tmp_path, "z3", "trainer.max_steps=2", "trainer.strategy.stage=3")
-    assert result["global_step"] == 2
+    straight, resumed = _straight_and_resumed(tmp_path, "trainer.strategy.stage=3")
+    result = json.loads((straight / "metrics.json").read_text())
     assert result["before"]["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
-    saved = _weights(out / "model")  # gathered from the partitioned in-memory policy
-    converted = pd_convert([str(out / "checkpoints" / "last.ckpt"), str(tmp_path / "converted")])
+    saved = _assert_resumed_equals_straight(straight, resumed)  # gathered from the partitioned policy
+    converted = pd_convert([str(resumed / "checkpoints" / "last.ckpt"), str(tmp_path / "converted")])
     _assert_equal(_weights(converted), saved)
 
 
@@ -100,7 +114,14 @@ def test_lora_checkpoint_converts_to_adapter_and_merged_model(tmp_path):
     from prefdistill.convert import convert_checkpoint, policy_spec_of_run
     from prefdistill.models import load_model
 
-    out, _, _ = _train(tmp_path, "lora", "trainer.max_steps=2", LORA, "merge_lora=true")
+    out, _, _ = _train(
+        tmp_path,
+        "lora",
+        "trainer.max_steps=2",
+        LORA,
+        "merge_lora=true",
+        "callbacks.model_checkpoint.every_n_train_steps=1",
+    )
     ckpt = out / "checkpoints" / "last.ckpt"
     (states,) = (ckpt / "checkpoint").glob("*model_states.pt")
     module = torch.load(states, map_location="cpu", weights_only=False)["module"]

@@ -107,6 +107,7 @@ class PreferenceDataModule(LightningDataModule):
         self.num_workers, self.max_samples, self.val_fraction = num_workers, max_samples, val_fraction
         self.tokenizer = None
         self._resume_state: dict | None = None
+        self._train_sampler: ResumableRandomSampler | None = None  # the latest shuffled loader's
         self.datasets: dict[str, list[dict]] = {}
         self.records: dict[str, dict] = {}  # split -> {row index: record}: the texts, for re-tokenizing them
         self.stats: dict[str, dict] = {}
@@ -243,7 +244,8 @@ class PreferenceDataModule(LightningDataModule):
             raise RuntimeError(f"split {split!r} is not set up; call setup() first")
         sampler = None
         if shuffle:
-            sampler = ResumableRandomSampler(len(self.datasets[split]), self.seed)
+            shard = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+            sampler = self._train_sampler = ResumableRandomSampler(len(self.datasets[split]), self.seed, *shard)
             if self._resume_state is not None:
                 sampler.resume(
                     self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size
@@ -272,6 +274,12 @@ class PreferenceDataModule(LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self._resume_state = dict(state) if state else None
+        if self._resume_state is not None and self._train_sampler is not None:
+            # DeepSpeed restores the checkpoint after its setup, which already built the train loader
+            # (the schedule asks for estimated_stepping_batches): resume that loader's sampler in place
+            epoch, batches = self._resume_state["epoch"], self._resume_state["batches_done"]
+            self._train_sampler.resume(epoch, batches * self.batch_size)
+            self._resume_state = None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
