@@ -18,6 +18,10 @@ Configurations (per model and data shape):
   gradient freed as soon as it is complete, so the full set of gradients never exists; same updates);
 * ``ours_simpo`` ours_fast with SimPO (reference-free), for the "DPO with the cache costs no more than
   SimPO" check.
+* ``ours_kto``  ours_fast with KTO (β 0.1) on the same pairs cut into unpaired rows (``data.unpair``), one
+  row per pair slot: each step runs B rows, each packed with its mismatched KL completion as
+  ``[x, y, y']`` (the shape of a DPO pair ``[x, y_w, y_l]``), reference log-probs of both cached; the
+  "KTO costs at most 1.05x DPO per step" check. Its tokens count prompt + completion + KL completion.
 
 Both sides: the policy from ``prefdistill.models.load_model`` (``configs/model/<model>.yaml``, LoRA off,
 full fine-tune, fp32), AdamW at a constant lr, no grad clipping, no weight decay, DPO sigmoid with
@@ -49,7 +53,7 @@ SHAPES = {  # (prompt length range, response length range), tokens, inclusive
     "uf": ((30, 100), (200, 400)),
 }
 QUICK_SHAPES = {"tldr": ((60, 100), (4, 12)), "uf": ((6, 20), (40, 80))}
-CONFIGS = ("ours_fast", "trl_fast", "ours_lean", "trl_lean", "ours_simpo")
+CONFIGS = ("ours_fast", "trl_fast", "ours_lean", "trl_lean", "ours_simpo", "ours_kto")
 MODELS = {"tiny": "tiny.yaml", "smollm2": "smollm2_135m.yaml"}
 BETA, LR, SEED = 0.1, 1e-5, 0
 
@@ -72,6 +76,18 @@ def make_pairs(shape: tuple, n: int, vocab: int, seed: int = SEED) -> list[dict]
 
 def unique_tokens(pairs: list[dict]) -> int:
     return sum(len(p["prompt_ids"]) + len(p["chosen_ids"]) + len(p["rejected_ids"]) for p in pairs)
+
+
+def kto_rows(pairs: list[dict]) -> list[dict]:
+    """The pairs as unpaired rows (chosen: desirable, rejected: undesirable), each with its KL completion,
+    as many rows as pairs (the first half of the pairs, both halves of each), in order."""
+    from prefdistill.data.collate import add_kl_completions, unpair_examples
+
+    return add_kl_completions(unpair_examples(pairs[: (len(pairs) + 1) // 2]), seed=SEED)[: len(pairs)]
+
+
+def row_tokens(rows: list[dict]) -> int:
+    return sum(len(r["prompt_ids"]) + len(r["completion_ids"]) + len(r["kl_completion_ids"]) for r in rows)
 
 
 # -- child: one configuration ------------------------------------------------------------------------
@@ -99,7 +115,7 @@ def run_ours(cfg: dict, pairs: list[dict], workdir: Path) -> dict:
 
     from prefdistill.data.datamodule import PreferenceDataModule
     from prefdistill.losses import get_loss
-    from prefdistill.modules import PreferenceModule
+    from prefdistill.modules import PreferenceModule, UnpairedModule
 
     spec = _spec(cfg["model"], cfg["lean"])
 
@@ -113,13 +129,13 @@ def run_ours(cfg: dict, pairs: list[dict], workdir: Path) -> dict:
     dm = Pairs(batch_size=cfg["batch"])
     dm.datasets = {"train": pairs, "validation": []}
     dm.tokenizer = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 0})()
-    loss = get_loss("simpo") if cfg["loss"] == "simpo" else get_loss("dpo", beta=BETA)
-    module = PreferenceModule(
+    loss = get_loss(cfg["loss"], **({} if cfg["loss"] == "simpo" else {"beta": BETA}))  # dpo, kto: β 0.1
+    module = (UnpairedModule if loss.kind == "unpaired" else PreferenceModule)(
         policy=spec,
         loss=loss,
         optimizer=functools.partial(torch.optim.AdamW, lr=LR, weight_decay=0.0),
         scheduler=None,
-        reference_cache=str(workdir / "refcache") if loss.name == "dpo" else None,
+        reference_cache=str(workdir / "refcache") if "reference" in loss.needs else None,
         forward="shared_prompt",
         chunk_size=cfg.get("chunk_size", 1024),
         optimizer_in_backward=cfg.get("in_backward", False),
@@ -245,16 +261,19 @@ def child(cfg: dict) -> None:
     spec = _spec(cfg["model"], False)
     shape = (QUICK_SHAPES if cfg["quick"] else SHAPES)[cfg["shape"]]
     pairs = make_pairs(shape, cfg["batch"] * (cfg["warmup"] + cfg["steps"]), _vocab(spec))
+    kto = cfg["loss"] == "kto"
+    examples = kto_rows(pairs) if kto else pairs
     started = time.perf_counter()
-    result = (run_trl if cfg["name"].startswith("trl") else run_ours)(cfg, pairs, workdir)
-    timed = pairs[cfg["batch"] * cfg["warmup"] :]
+    result = (run_trl if cfg["name"].startswith("trl") else run_ours)(cfg, examples, workdir)
+    timed = examples[cfg["batch"] * cfg["warmup"] :]
+    tokens = row_tokens(timed) if kto else unique_tokens(timed)
     measured = sum(result["step_times"][cfg["warmup"] :])
     result |= {
         "config": cfg,
         "wall_s": time.perf_counter() - started,
         "measured_s": measured,
-        "tokens": unique_tokens(timed),
-        "tokens_per_s": unique_tokens(timed) / measured if measured else float("nan"),
+        "tokens": tokens,
+        "tokens_per_s": tokens / measured if measured else float("nan"),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB on Linux
     }
     print("RESULT " + json.dumps(result), flush=True)
@@ -310,6 +329,8 @@ def summarize(results: list[dict], model: str, shape: str) -> dict:
     }
     if "ours_simpo" in step:
         out["dpo_over_simpo_step_time"] = _ratio(step, "ours_fast", "ours_simpo")
+    if "ours_kto" in step:
+        out["kto_over_dpo_step_time"] = _ratio(step, "ours_kto", "ours_fast")
     return out
 
 
@@ -325,6 +346,8 @@ def print_summary(s: dict) -> None:
     print(f"  peak-memory ratio ours_lean/trl_lean = {s['memory_ratio']:.2f}")
     if "dpo_over_simpo_step_time" in s:
         print(f"  DPO(cache)/SimPO step time = {s['dpo_over_simpo_step_time']:.3f}")
+    if "kto_over_dpo_step_time" in s:
+        print(f"  KTO/DPO step time (cached references, packed) = {s['kto_over_dpo_step_time']:.3f}")
     if not {"trl_fast", "ours_fast"} <= set(s["losses"]):
         return
     trl0, ours0 = s["losses"]["trl_fast"][0], s["losses"]["ours_fast"][0]
@@ -377,7 +400,8 @@ def main(argv=None) -> None:
                         "warmup": args.warmup, "steps": steps, "threads": args.threads, "lean": name.endswith("lean"),
                         "chunk_size": args.lean_chunk_size if name == "ours_lean" else 1024,
                         "in_backward": name == "ours_lean" and not args.no_in_backward,
-                        "precompute": True, "loss": "simpo" if name == "ours_simpo" else "dpo", "repeat": rep,
+                        "precompute": True, "loss": {"ours_simpo": "simpo", "ours_kto": "kto"}.get(name, "dpo"),
+                        "repeat": rep,
                     }  # fmt: skip
                     r = run_child(cfg, args.timeout)
                     print(
