@@ -28,8 +28,10 @@ from prefdistill.losses.registry import (
     resolve_name,
 )
 
+_NOT_LOSSES = {"table"}  # renders the README's loss table from the registry (python -m prefdistill.losses.table)
 for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.name not in _NOT_LOSSES:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "ALIASES",
