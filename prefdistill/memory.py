@@ -232,10 +232,11 @@ class Phase:
 
     name: str
     estimate: Callable[[Hardware], dict[str, float]]
+    trains: bool = True  # inference only: LoRA would not make it smaller
 
 
 def inference_phase(name: str, spec: ModelSpec, size: Size) -> Phase:
-    return Phase(name, lambda hw: {"weights": size.params * weight_bytes(spec, hw)})
+    return Phase(name, lambda hw: {"weights": size.params * weight_bytes(spec, hw)}, trains=False)
 
 
 def sft_phase(name: str, spec: ModelSpec, size: Size) -> Phase:
@@ -272,6 +273,11 @@ def memory_problems(
             f"memory: {phase.name} needs at least {gib(need)} GiB per device ({detail}; activations "
             f"excluded) and hardware={hw.name} has {gib(capacity)} GiB. Fix: "
             + (f"a profile that fits, {listed}" if fits else "no hardware profile fits it")
-            + "; or LoRA (model.lora={r: 16}), 16-bit weights (model.dtype=bfloat16), a smaller model"
+            + (
+                "; or LoRA (model.lora={r: 16}), 16-bit weights (model.dtype=bfloat16)"
+                if phase.trains
+                else ""
+            )
+            + ", or a smaller model"
         )
     return problems

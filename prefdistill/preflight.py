@@ -230,25 +230,28 @@ def resolve_dataset(label: str, location: str | None, key: str, places: Places) 
 def model_size(spec: ModelSpec, places: Places) -> Size | None:
     """From a config on this machine (random init, local folder, HF cache, converted GGUF), else the
     published count; None when neither is known."""
-    from transformers import AutoConfig
-
-    try:
-        if spec.random_init is not None:
-            kwargs = dict(spec.random_init)
-            if "vocab_size" not in kwargs:
-                from prefdistill.models import load_tokenizer
-
-                kwargs["vocab_size"] = len(load_tokenizer(spec))
-            return meta_size(AutoConfig.for_model(kwargs.pop("model_type"), **kwargs), spec.lora)
-        folder = _config_folder(spec, places)
-        if folder is not None:
-            return meta_size(
-                AutoConfig.from_pretrained(folder, trust_remote_code=spec.trust_remote_code), spec.lora
-            )
-    except Exception as err:  # an architecture this transformers cannot build: fall back to the table
-        log.info("preflight: could not count %s from its config (%s)", spec.name_or_path, err)
+    folder = None if spec.random_init is not None else _config_folder(spec, places)
+    if spec.random_init is not None or folder is not None:
+        try:
+            return meta_size(_config(spec, folder), spec.lora)
+        except Exception as err:  # an architecture this transformers cannot build: use the table
+            log.info("preflight: could not count %s from its config (%s)", spec.name_or_path, err)
     known = PARAMETERS.get(spec.name_or_path)
     return Size(known) if known else None
+
+
+def _config(spec: ModelSpec, folder: str | None):
+    """The transformers config of a random-init spec (vocabulary: the tokenizer's unless given) or folder."""
+    from transformers import AutoConfig
+
+    if folder is not None:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=spec.trust_remote_code)
+    kwargs = dict(spec.random_init)
+    if "vocab_size" not in kwargs:
+        from prefdistill.models import load_tokenizer
+
+        kwargs["vocab_size"] = len(load_tokenizer(spec))
+    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
 
 
 def _config_folder(spec: ModelSpec, places: Places) -> str | None:
