@@ -44,12 +44,12 @@ WORDS = ("capital", "opposite", "reverse")
 LETTER = ("first",)
 FAMILIES = NUMERIC + WORDS + LETTER
 
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen " \
-         "fifteen sixteen seventeen eighteen nineteen".split()  # fmt: skip
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 _TENS = {
-    w: 10 * i
-    for i, w in enumerate("_ _ twenty thirty forty fifty sixty seventy eighty ninety".split())
-    if i >= 2
+    w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())
 }
 _WORD_NUMBER = re.compile(
     rf"\b(?:({'|'.join(_TENS)})(?:[\s-]({'|'.join(_UNITS[1:10])}))?|({'|'.join(_UNITS)}))\b", re.I
@@ -168,7 +168,7 @@ def score(families, answers, outputs, prompts, *, n_boot: int = 1000, seed: int 
     ``metrics``: ``exact_match/overall`` and ``exact_match/<family>`` (%) and ``exact_match/n``;
     ``summary``: :func:`accuracy` per family and ``overall``."""
     per: list[bool | None] = [
-        None if a is None else is_correct(f, o, a, p if isinstance(p, str) else "")
+        None if a is None else is_correct(f, o, a, p if isinstance(p, str) else p[-1]["content"])
         for f, a, o, p in zip(families, answers, outputs, prompts)
     ]
     by_family: dict[str, list[bool]] = {}
@@ -182,6 +182,10 @@ def score(families, answers, outputs, prompts, *, n_boot: int = 1000, seed: int 
     return metrics, summary, per
 
 
+def _is_number(text: str) -> bool:
+    return _NUMBER.fullmatch(text.strip()) is not None
+
+
 def load_truths(file: str | Path) -> dict[str, tuple[str, str | None]]:
     """``{row id: (family, answer)}`` of a jsonl split whose rows carry ``family`` and ``answer``.
 
@@ -192,7 +196,10 @@ def load_truths(file: str | Path) -> dict[str, tuple[str, str | None]]:
         for line_no, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{file}: line {line_no}: malformed JSON: {err}") from err
             for field, types in (("id", str), ("family", str), ("answer", (str, type(None)))):
                 if not isinstance(row.get(field), types) or field not in row:
                     raise ValueError(
@@ -202,5 +209,8 @@ def load_truths(file: str | Path) -> dict[str, tuple[str, str | None]]:
             if row["answer"] is not None and row["family"] not in FAMILIES:
                 raise ValueError(f"{file}: line {line_no}: field 'family': {row['family']!r} has no "
                                  f"exact-match rule; verifiable families: {FAMILIES}")  # fmt: skip
+            if row["family"] in NUMERIC and row["answer"] is not None and not _is_number(row["answer"]):
+                raise ValueError(f"{file}: line {line_no}: field 'answer': {row['answer']!r} is not a number "
+                                 f"(family {row['family']!r})")  # fmt: skip
             truths[row["id"]] = (row["family"], row["answer"])
     return truths

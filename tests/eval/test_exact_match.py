@@ -98,6 +98,12 @@ def test_words_and_letters(family, output, answer, prompt, right):
     assert EM.is_correct(family, output, answer, prompt) is right
 
 
+def test_a_message_list_prompt_is_graded_on_its_last_turn():
+    prompt = [{"role": "user", "content": "Convert 5 meters to centimeters."}]
+    metrics, _, per = EM.score(["convert"], ["500"], ["5 meters contains 500 centimeters"], [prompt])
+    assert per == [True] and metrics["exact_match/overall"] == 100.0
+
+
 def test_unknown_family_is_an_error():
     with pytest.raises(ValueError, match="unknown family 'fact'"):
         EM.is_correct("fact", "Bees make honey.", "honey")
@@ -153,6 +159,10 @@ def test_answers_missing_from_the_data_are_a_clear_error(tmp_path):
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ValueError, match=r"test.jsonl: line 1: exact match needs a string 'family'"):
         _suite(source="local", path=str(tmp_path)).load_examples()
+    rows[0].update(family="arith", answer="two")
+    (tmp_path / "test.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(ValueError, match=r"test.jsonl: line 1: field 'answer': 'two' is not a number"):
+        EM.load_truths(tmp_path / "test.jsonl")
     with pytest.raises(ValueError, match="exact_match reads the answers from a shipped or local"):
         _suite(source="tldr")._split_file({"source": "tldr"})
     with pytest.raises(ValueError, match="exact_match needs task 'pairs'"):
