@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -23,6 +24,23 @@ TINY_OVERRIDES = [
     "trainer.limit_val_batches=1",
     "callbacks.model_checkpoint.every_n_train_steps=1",
 ]
+
+
+# Every train/loss* of a tiny run stays within this. The largest honest values are the squared losses at
+# zero margin (policy = reference): IPO (1 / (2 beta))^2 = 25 at beta = 0.1, SPPO-hard 50; a random model's
+# NLL is about ln 624 = 6.4 per token; divergences between two random tiny models are of that order. NaN,
+# inf or a blow-up fail.
+LOSS_BOUND = 100.0
+
+
+def assert_sane_losses(metrics: dict, run_dir: str | Path) -> None:
+    """Every ``train/loss*`` of ``metrics`` finite and below ``LOSS_BOUND`` in size, and ``metrics.json`` in
+    ``run_dir`` counts no step skipped for a non-finite loss."""
+    losses = {k: v for k, v in metrics.items() if k.startswith("train/loss")}
+    assert losses, sorted(metrics)
+    for key, value in losses.items():
+        assert math.isfinite(value) and abs(value) < LOSS_BOUND, (key, value)
+    assert json.loads((Path(run_dir) / "metrics.json").read_text())["skipped_nonfinite_steps"] == 0
 
 
 def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"):
