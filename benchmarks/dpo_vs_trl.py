@@ -22,6 +22,9 @@ Configurations (per model and data shape):
   row per pair slot: each step runs B rows, each packed with its mismatched KL completion as
   ``[x, y, y']`` (the shape of a DPO pair ``[x, y_w, y_l]``), reference log-probs of both cached; the
   "KTO costs at most 1.05x DPO per step" check. Its tokens count prompt + completion + KL completion.
+* ``ours_mixture`` ours_fast with the weighted mixture ``[dpo, sft]``, weights ``[1, 1]``, β 0.1 (TRL's
+  ``loss_type=["sigmoid", "sft"]``, i.e. RPO) on the same pairs: the "a mixture costs at most 1.05x DPO per
+  step" check (the parts share one forward; only the loss arithmetic is added).
 
 Both sides: the policy from ``prefdistill.models.load_model`` (``configs/model/<model>.yaml``, LoRA off,
 full fine-tune, fp32), AdamW at a constant lr, no grad clipping, no weight decay, DPO sigmoid with
@@ -53,7 +56,8 @@ SHAPES = {  # (prompt length range, response length range), tokens, inclusive
     "uf": ((30, 100), (200, 400)),
 }
 QUICK_SHAPES = {"tldr": ((60, 100), (4, 12)), "uf": ((6, 20), (40, 80))}
-CONFIGS = ("ours_fast", "trl_fast", "ours_lean", "trl_lean", "ours_simpo", "ours_kto")
+CONFIGS = ("ours_fast", "trl_fast", "ours_lean", "trl_lean", "ours_simpo", "ours_kto", "ours_mixture")
+LOSSES = {"ours_simpo": "simpo", "ours_kto": "kto", "ours_mixture": "mixture"}  # the rest: dpo
 MODELS = {"tiny": "tiny.yaml", "smollm2": "smollm2_135m.yaml"}
 BETA, LR, SEED = 0.1, 1e-5, 0
 
@@ -129,7 +133,7 @@ def run_ours(cfg: dict, pairs: list[dict], workdir: Path) -> dict:
     dm = Pairs(batch_size=cfg["batch"])
     dm.datasets = {"train": pairs, "validation": []}
     dm.tokenizer = type("Tok", (), {"pad_token_id": 0, "eos_token_id": 0})()
-    loss = get_loss(cfg["loss"], **({} if cfg["loss"] == "simpo" else {"beta": BETA}))  # dpo, kto: β 0.1
+    loss = get_loss(cfg["loss"], **({} if cfg["loss"] == "simpo" else {"beta": BETA}))  # dpo, kto, mixture: β 0.1
     module = (UnpairedModule if loss.kind == "unpaired" else PreferenceModule)(
         policy=spec,
         loss=loss,
@@ -331,6 +335,8 @@ def summarize(results: list[dict], model: str, shape: str) -> dict:
         out["dpo_over_simpo_step_time"] = _ratio(step, "ours_fast", "ours_simpo")
     if "ours_kto" in step:
         out["kto_over_dpo_step_time"] = _ratio(step, "ours_kto", "ours_fast")
+    if "ours_mixture" in step:
+        out["mixture_over_dpo_step_time"] = _ratio(step, "ours_mixture", "ours_fast")
     return out
 
 
@@ -348,6 +354,8 @@ def print_summary(s: dict) -> None:
         print(f"  DPO(cache)/SimPO step time = {s['dpo_over_simpo_step_time']:.3f}")
     if "kto_over_dpo_step_time" in s:
         print(f"  KTO/DPO step time (cached references, packed) = {s['kto_over_dpo_step_time']:.3f}")
+    if "mixture_over_dpo_step_time" in s:
+        print(f"  mixture([dpo, sft])/DPO step time = {s['mixture_over_dpo_step_time']:.3f}")
     if not {"trl_fast", "ours_fast"} <= set(s["losses"]):
         return
     trl0, ours0 = s["losses"]["trl_fast"][0], s["losses"]["ours_fast"][0]
@@ -400,7 +408,7 @@ def main(argv=None) -> None:
                         "warmup": args.warmup, "steps": steps, "threads": args.threads, "lean": name.endswith("lean"),
                         "chunk_size": args.lean_chunk_size if name == "ours_lean" else 1024,
                         "in_backward": name == "ours_lean" and not args.no_in_backward,
-                        "precompute": True, "loss": {"ours_simpo": "simpo", "ours_kto": "kto"}.get(name, "dpo"),
+                        "precompute": True, "loss": LOSSES.get(name, "dpo"),
                         "repeat": rep,
                     }  # fmt: skip
                     r = run_child(cfg, args.timeout)

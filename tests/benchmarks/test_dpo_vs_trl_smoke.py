@@ -38,4 +38,5 @@ def test_quick_tiny_run_prints_final_line(tmp_path):
     assert FINAL.match(lines[-1]), lines[-1]
     # policy == reference at step 0: both sides report log(2)
     assert re.search(r"first-step loss: ours 0\.693147 +TRL 0\.693147", proc.stdout)
+    assert re.search(r"mixture\(\[dpo, sft\]\)/DPO step time = \d+\.\d+", proc.stdout)  # the mixture row ran
     assert (tmp_path / "r.json").is_file()
