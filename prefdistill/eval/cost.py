@@ -94,8 +94,9 @@ def run_cost(run_dir: str | Path, trainer=None) -> dict:
     }
 
 
-def table_cost(result: dict, results_file: str | Path) -> dict[str, float]:
-    """``{cost/seconds (whole), cost/tokens}`` of one evaluated row, or ``{}`` when nothing recorded it.
+def table_cost(result: dict, results_file: str | Path) -> dict:
+    """``{cost/seconds (whole), cost/tokens, cost/tokens_unknown}`` of one evaluated row, or ``{}`` when
+    nothing recorded it (``tokens_unknown``: the parts whose tokens are not counted, see above).
 
     A run's evaluation lives in ``<run>/eval_<suite>/``: the run's ``metrics.json`` has the cost. A
     reference row's model may be a stage's output (``<stage>/model``): that stage's cost."""
@@ -106,6 +107,11 @@ def table_cost(result: dict, results_file: str | Path) -> dict[str, float]:
         if not model_dir.name or not _marker(model_dir.parent).is_file():
             return {}
         stage = stage_cost(model_dir.parent)
-        cost = {"total_s": stage["seconds"], "total_tokens": stage["tokens"] or 0}
+        unknown = [stage["name"]] if stage["tokens"] is None else []
+        cost = {"total_s": stage["seconds"], "total_tokens": stage["tokens"], "tokens_unknown": unknown}
     seconds = cost["total_s"]
-    return {"cost/seconds": None if seconds is None else round(seconds), "cost/tokens": cost["total_tokens"]}
+    return {
+        "cost/seconds": None if seconds is None else round(seconds),
+        "cost/tokens": cost["total_tokens"],
+        "cost/tokens_unknown": list(cost.get("tokens_unknown", [])),
+    }

@@ -164,10 +164,15 @@ def footnotes(results: Iterable[dict]) -> list[str]:
 
 
 def cost_note(rows: Sequence[tuple[str, dict]]) -> list[str]:
+    """What the cost columns count, and which parts recorded no tokens."""
     if not any("cost/seconds" in m for _, m in rows):
         return []
-    return ["Time / Tokens = wall-clock seconds and tokens processed by the row: its training plus the "
-            "pipeline stages it used (sampling, scoring, SFT; counted when reused too); evaluation excluded"]  # fmt: skip
+    notes = ["Time / Tokens = wall-clock seconds and tokens processed by the row: its training plus the "
+             "pipeline stages it used (sampling, scoring, SFT; counted when reused too); evaluation excluded"]  # fmt: skip
+    unknown = sorted({name for _, m in rows for name in m.get("cost/tokens_unknown", [])})
+    if unknown:
+        notes.append(f"Tokens leave out what recorded none (its seconds are in Time): {', '.join(unknown)}")
+    return notes
 
 
 def find_results(paths: Iterable[str | Path]) -> list[Path]:

@@ -60,12 +60,17 @@ def test_table_cost_of_a_run_and_of_a_stage_model(tmp_path):
     (run / "eval_demo").mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"cost": {"total_s": 12.5, "total_tokens": 999}}))
     assert cost.table_cost({}, run / "eval_demo" / "eval_results.json") == {
-        "cost/seconds": 12, "cost/tokens": 999,
+        "cost/seconds": 12, "cost/tokens": 999, "cost/tokens_unknown": [],
     }  # fmt: skip
     teacher = _stage(tmp_path, "sft-teacher", 88.0, {"tokens": 4096})
     row = tmp_path / "reference_rows" / "teacher" / "eval_results.json"
     result = {"model": {"name_or_path": str(teacher.path / "model")}}
-    assert cost.table_cost(result, row) == {"cost/seconds": 88.0, "cost/tokens": 4096}
+    assert cost.table_cost(result, row) == {"cost/seconds": 88, "cost/tokens": 4096, "cost/tokens_unknown": []}
+    student = _stage(tmp_path, "sft-student", 10.4)  # its tokens not recorded: unknown, not 0
+    result = {"model": {"name_or_path": str(student.path / "model")}}
+    assert cost.table_cost(result, row) == {
+        "cost/seconds": 10, "cost/tokens": None, "cost/tokens_unknown": ["sft-student"],
+    }  # fmt: skip
     assert cost.table_cost({"model": {"name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}}, row) == {}
 
 
@@ -82,7 +87,8 @@ def test_compare_shows_exact_match_ci_cost_and_families(tmp_path):
     (run / "eval_demo" / report.RESULTS_FILE).write_text(
         json.dumps(_result("PLaD", 50.0, [33.3, 66.7], {"arith": 40.0, "capital": 100.0}))
     )
-    (run / "metrics.json").write_text(json.dumps({"cost": {"total_s": 321.0, "total_tokens": 123456}}))
+    run_cost = {"total_s": 321.0, "total_tokens": 123456, "tokens_unknown": ["sft-student"]}
+    (run / "metrics.json").write_text(json.dumps({"cost": run_cost}))
     other = tmp_path / "multirun" / "reference_rows" / "base"
     other.mkdir(parents=True)
     (other / report.RESULTS_FILE).write_text(json.dumps(_result("Base", 10.0, [0.0, 20.0], {"arith": 10.0})))
@@ -94,6 +100,7 @@ def test_compare_shows_exact_match_ci_cost_and_families(tmp_path):
     assert rows["PLaD"] == ["PLaD", "6.50", "50.00 [33.3, 66.7]", "80.00", "321", "123456", "40"]
     assert rows["Base"] == ["Base", "6.50", "10.00 [0.0, 20.0]", "80.00", "-", "-", "40"]
     assert "Time / Tokens = wall-clock seconds" in table
+    assert "Tokens leave out what recorded none (its seconds are in Time): sft-student" in table
     families = table.split("Exact match by task family (%):")[1].strip().splitlines()
     assert [c.strip() for c in families[0].strip("|").split("|")] == ["Run", "arith", "capital", "overall", "N"]
     assert {line.split("|")[1].strip(): line for line in families[2:]}["Base"].split("|")[3].strip() == "-"

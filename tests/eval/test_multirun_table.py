@@ -33,7 +33,7 @@ def test_demo_plad_multirun_ends_with_the_comparison_table(tmp_path):
     assert labels == ["Teacher", "Base student", "Initial student", "SFT", "Standard KD"]
     header = main.splitlines()[0]
     assert "T-S WR" in header and "R-L" in header and "EM (%)" in header and "Time (s)" in header
-    assert "| Standard KD |" in families
+    assert "| Standard KD " in families and "| Teacher " in families
     # the trained rows' cost: the pipeline stages they used plus their fit, recorded in metrics.json
     (run_metrics,) = [json.loads(p.read_text()) for p in tmp_path.glob("logs/demo_plad/multiruns/*/1/metrics.json")]
     cost = run_metrics["cost"]
