@@ -61,7 +61,9 @@ def _renderings(tokenizer, template: str, prompt: Prompt, response: str) -> list
         messages = as_messages(prompt)
         head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(
-            messages + [{"role": "assistant", "content": response}], tokenize=False, add_generation_prompt=False
+            messages + [{"role": "assistant", "content": response}],
+            tokenize=False,
+            add_generation_prompt=False,
         )
         start = full.find(response, len(head)) if full.startswith(head) else -1
         if start >= 0:
@@ -189,6 +191,23 @@ def shared_vocabulary(tokenizer_a, tokenizer_b, size_a: int, size_b: int) -> int
 
     same = tokens(tokenizer_a) == tokens(tokenizer_b)
     return n if same and only_padding_past_n(tokenizer_a) and only_padding_past_n(tokenizer_b) else None
+
+
+def one_vocabulary(
+    student_tokenizer, teacher_tokenizer, student_rows: int, teacher_rows: int, what: str
+) -> int | None:
+    """For token-level KD on one vocabulary: None when both models have the same output size, the shared
+    size when the vocabularies differ only in padding (:func:`shared_vocabulary`), else a ``ValueError``
+    naming both tokenizers and pointing to the cross-tokenizer losses. ``what`` names the loss."""
+    shared = shared_vocabulary(student_tokenizer, teacher_tokenizer, student_rows, teacher_rows)
+    if shared is None:
+        raise ValueError(
+            f"{what} needs one vocabulary, but the student's tokenizer {tokenizer_name(student_tokenizer)}, output "
+            f"size {student_rows}, and the teacher's {tokenizer_name(teacher_tokenizer)}, output size {teacher_rows}, "
+            "differ in more than padding; use a cross-tokenizer loss (method=uld or method=gold) or a "
+            "sequence-level method (seqkd, plad, pad) for a teacher with another tokenizer"
+        )
+    return None if shared == student_rows == teacher_rows else shared
 
 
 def tokenizer_name(tokenizer) -> str:

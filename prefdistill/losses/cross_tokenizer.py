@@ -106,12 +106,18 @@ def span_heads(x: TokenInputs) -> tuple[SpanHeads, torch.Tensor, torch.Tensor]:
     student = torch.log_softmax(x.student_logits[mask].float(), -1)  # (M, V_s)
     token_logps = torch.zeros(mask.shape, device=student.device)
     if x.labels is not None:
-        token_logps = token_logps.masked_scatter(mask, student.gather(-1, x.labels[mask].long()[:, None])[:, 0])
+        token_logps = token_logps.masked_scatter(
+            mask, student.gather(-1, x.labels[mask].long()[:, None])[:, 0]
+        )
     elif later.any():
         raise ValueError(f"loss {x.loss_name!r}: spans of several student tokens need labels")
     student_span = torch.zeros_like(token_logps).scatter_add(1, span_start.clamp_min(0), token_logps * later)
     teacher, ids = _teacher_at(x, heads)
-    teacher_span = x.teacher_span_logps.float()[heads] if x.teacher_span_logps is not None else teacher.new_zeros(len(teacher))
+    teacher_span = (
+        x.teacher_span_logps.float()[heads]
+        if x.teacher_span_logps is not None
+        else teacher.new_zeros(len(teacher))
+    )
     count = mask.sum(-1).clamp_min(1).float()
     ce = -token_logps.sum(-1) / count
     coverage = (span_start >= 0).sum(-1).float() / count
@@ -147,7 +153,9 @@ def shared_kl(teacher: torch.Tensor, teacher_ids: torch.Tensor, student: torch.T
     return torch.where(valid, lp.exp() * (lp - lq), 0.0).sum(-1)
 
 
-def _combine(x: TokenInputs, per_span: torch.Tensor, h: SpanHeads, ce, coverage, kd_ratio: float) -> LossOutput:
+def _combine(
+    x: TokenInputs, per_span: torch.Tensor, h: SpanHeads, ce, coverage, kd_ratio: float
+) -> LossOutput:
     """Span mean per example, cross-entropy mix, metrics."""
     b = x.mask.shape[0]
     spans = torch.zeros(b, device=per_span.device).index_add(0, h.rows, torch.ones_like(per_span))

@@ -70,7 +70,9 @@ def _mean_probs(x: TokenInputs, mask: torch.Tensor) -> tuple[torch.Tensor, torch
     elif x.teacher_label_logps is not None:
         teacher = x.teacher_label_logps[mask].float()
     else:
-        raise ValueError(f"loss {x.loss_name!r}: adaptive_alpha with a top-k teacher needs teacher_label_logps")
+        raise ValueError(
+            f"loss {x.loss_name!r}: adaptive_alpha with a top-k teacher needs teacher_label_logps"
+        )
     student = torch.log_softmax(x.student_logits[mask].float(), -1).gather(-1, labels[:, None])[:, 0]
     return _per_example(teacher, mask).exp().detach(), _per_example(student, mask).exp().detach()
 

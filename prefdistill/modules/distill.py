@@ -36,9 +36,8 @@ import logging
 import os
 
 import torch
-from tqdm.auto import tqdm
 
-from prefdistill.data.alignment import shared_vocabulary, tokenizer_name
+from prefdistill.data.alignment import one_vocabulary, vocabulary_map
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.generation.mixture import MixtureGenerator
 from prefdistill.losses import TokenInputs
@@ -51,8 +50,8 @@ from prefdistill.modules.teacher_cache import (
     TeacherCache,
     TeacherTable,
     cross_tokenizer_topk,
+    same_vocabulary_topk,
     teacher_cache_key,
-    teacher_rows,
 )
 from prefdistill.utils.cache import content_hash
 
@@ -63,7 +62,9 @@ _SIDE_FIELDS = ("student_logits", "mask", "labels", "teacher_logits", "teacher_t
 
 def next_token_logits(model: torch.nn.Module, batch: dict, side: str = "chosen") -> torch.Tensor:
     """(B, T-1, V) logits of one side of the batch: position t predicts token t+1."""
-    return model(input_ids=batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]).logits[:, :-1]
+    return model(input_ids=batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]).logits[
+        :, :-1
+    ]
 
 
 def vocab_size(model: torch.nn.Module) -> int:
@@ -90,7 +91,9 @@ class DistillModule(PolicyModule):
         super().__init__(*args, **kw)
         needs = self.loss.needs
         if self.loss.kind != "token":
-            raise ValueError(f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}")
+            raise ValueError(
+                f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
+            )
         if "teacher" in needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
         if "policy_samples" in needs and (on_policy is None or on_policy.fraction < 1.0):
@@ -114,11 +117,14 @@ class DistillModule(PolicyModule):
         self.teacher_spec = teacher
         self.teacher: torch.nn.Module | None = None
         fields = CROSS_FIELDS if self.cross else None
-        self.teacher_cache = None if teacher_cache is None else TeacherCache(teacher_cache, *([fields] if fields else []))
+        self.teacher_cache = (
+            None if teacher_cache is None else TeacherCache(teacher_cache, *([fields] if fields else []))
+        )
         self.teacher_topk = int(teacher_topk)
         self.on_policy = on_policy
         self.vocab_limit: int | None = None  # shared ids of a padded teacher vocabulary
         self._teacher_tables: dict[tuple[str, str], TeacherTable] = {}
+        self._vocabulary_map: torch.Tensor | None = None  # teacher id -> student id (cross_tokenizer)
         self._total_steps: int | None = None
         self._generator = None
         self._rollout: dict | None = None
@@ -137,24 +143,17 @@ class DistillModule(PolicyModule):
         return teacher.to(self.device) if self._device_known() else teacher
 
     def _shared_vocabulary(self, student: int, other: int) -> int | None:
-        """None (one vocabulary), the shared size of a padded one, or an error naming both tokenizers."""
+        """None (one vocabulary), the shared size of a padded one (logged once), or an error naming both tokenizers."""
         if student == other and self.teacher_spec.tokenizer_source == self.policy_spec.tokenizer_source:
             return None
         s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(self.teacher_spec)
-        shared = shared_vocabulary(s_tok, t_tok, student, other)
-        if shared is None:
-            raise ValueError(
-                f"token-level loss {self.loss.name!r} needs one vocabulary, but the student's tokenizer "
-                f"{tokenizer_name(s_tok)}, output size {student}, and the teacher's {tokenizer_name(t_tok)}, output "
-                f"size {other}, differ in more than padding; use a cross-tokenizer loss (method=uld or method=gold) "
-                "or a sequence-level method (seqkd, plad, pad) for a teacher with another tokenizer"
-            )
-        if self.vocab_limit is None and student != other:
+        shared = one_vocabulary(s_tok, t_tok, student, other, f"token-level loss {self.loss.name!r}")
+        if shared is not None and self.vocab_limit is None:
             log.info(
                 "teacher vocabulary padded: student %d and teacher %d output rows, the tokenizers agree on every id "
                 "below %d; token-level KD uses the first %d logits of both", student, other, shared, shared,
             )  # fmt: skip
-        return None if shared == student == other else shared
+        return shared
 
     def _device_known(self) -> bool:
         return self.policy is not None and next(self.policy.parameters()).device.type != "meta"
@@ -163,7 +162,11 @@ class DistillModule(PolicyModule):
     def _teacher_table(self, split: str, side: str) -> TeacherTable:
         if (split, side) not in self._teacher_tables:
             key, compute, label = self._cross_entry(split) if self.cross else self._topk_entry(split, side)
-            data = compute() if self.teacher_cache is None else self.teacher_cache.load_or_compute(key, compute, label)
+            data = (
+                compute()
+                if self.teacher_cache is None
+                else self.teacher_cache.load_or_compute(key, compute, label)
+            )
             self._teacher_tables[(split, side)] = TeacherTable(data)
         return self._teacher_tables[(split, side)]
 
@@ -177,7 +180,9 @@ class DistillModule(PolicyModule):
         dm = self.trainer.datamodule
         template = "raw" if dm.template == "raw" else "auto"  # the teacher's own chat template, if any
         records = dm.records[split]
-        texts = content_hash([[i, r.prompt, getattr(r, "chosen", None) or r.response] for i, r in sorted(records.items())])
+        texts = content_hash(
+            [[i, r.prompt, getattr(r, "chosen", None) or r.response] for i, r in sorted(records.items())]
+        )
         key = teacher_cache_key(
             dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk, "chosen", alignment="cross_tokenizer",
             teacher_template=template, policy=dataclasses.asdict(dm.policy), texts=texts,
@@ -186,40 +191,30 @@ class DistillModule(PolicyModule):
         label = f"teacher top-{self.teacher_topk} across tokenizers [{split}]"
 
         def compute():
-            teacher = load_model(self.teacher_spec, trainable=False).to(self.device)  # held for this pass only
+            teacher = load_model(self.teacher_spec, trainable=False).to(
+                self.device
+            )  # held for this pass only
+            t_tok = load_tokenizer(self.teacher_spec)
+            if self._vocabulary_map is None:  # one per run: the splits share it
+                rows = vocab_size(teacher)
+                self._vocabulary_map = torch.tensor(
+                    vocabulary_map(dm.tokenizer, t_tok, rows), dtype=torch.long
+                )
             return cross_tokenizer_topk(
-                teacher, load_tokenizer(self.teacher_spec), dm.tokenizer, dm.datasets[split], records,
-                policy=dm.policy, student_template=PromptEncoder(dm.tokenizer, dm.template).template,
-                teacher_template=template, topk=self.teacher_topk, batch_size=dm.eval_batch_size,
-                chunk_size=self.chunk_size, device=self.device, label=label,
+                teacher, t_tok, dm.tokenizer, dm.datasets[split], records, policy=dm.policy,
+                student_template=PromptEncoder(dm.tokenizer, dm.template).template, teacher_template=template,
+                topk=self.teacher_topk, batch_size=dm.eval_batch_size, chunk_size=self.chunk_size,
+                device=self.device, label=label, mapping=self._vocabulary_map,
             )  # fmt: skip
 
         return key, compute, label
 
-    @torch.no_grad()
     def _compute_teacher_topk(self, loader, label: str, side: str) -> dict[str, torch.Tensor]:
         teacher = self._load_teacher().to(self.device)  # held only for this pass
-        index, counts, logps, ids, picked = [], [], [], [], []
-        for batch in tqdm(loader, desc=label, leave=False):
-            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            labels = batch[f"{side}_labels"][:, 1:]
-            rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)  # position t predicts t + 1
-            targets = torch.nn.functional.pad(labels.clamp_min(0), (0, 1))
-            ids_, mask_ = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
-            values, top, label_logps = teacher_rows(
-                teacher, ids_, mask_, rows, targets, self.teacher_topk, chunk_size=self.chunk_size,
-                vocab_limit=self.vocab_limit,
-            )  # fmt: skip
-            index.append(batch["index"].cpu())
-            counts.append(rows.sum(-1).cpu())
-            logps.append(values.cpu())
-            ids.append(top.cpu())
-            picked.append(label_logps.cpu())
-        del teacher
-        counts = torch.cat(counts)
-        offsets = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-        return {"index": torch.cat(index), "offsets": offsets, "logps": torch.cat(logps), "ids": torch.cat(ids),
-                "label_logps": torch.cat(picked)}  # fmt: skip
+        return same_vocabulary_topk(
+            teacher, loader, side, self.teacher_topk, chunk_size=self.chunk_size, vocab_limit=self.vocab_limit,
+            device=self.device, label=label,
+        )  # fmt: skip
 
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
@@ -270,7 +265,9 @@ class DistillModule(PolicyModule):
             inputs |= self._teacher_table(self.current_split(), side).batch(batch["index"].cpu(), mask)
         else:
             with torch.no_grad():
-                inputs["teacher_logits"] = next_token_logits(self.teacher, batch, side)[..., : self.vocab_limit].float()
+                inputs["teacher_logits"] = next_token_logits(self.teacher, batch, side)[
+                    ..., : self.vocab_limit
+                ].float()
         return TokenInputs(**inputs)
 
     def on_train_start(self) -> None:
@@ -285,7 +282,9 @@ class DistillModule(PolicyModule):
         x = self._side_inputs(batch, "chosen")
         if "rejected" in self.loss.needs:
             y = self._side_inputs(batch, "rejected")
-            x = dataclasses.replace(x, **{f"rejected_{k}": v for k, v in vars(y).items() if k in _SIDE_FIELDS})
+            x = dataclasses.replace(
+                x, **{f"rejected_{k}": v for k, v in vars(y).items() if k in _SIDE_FIELDS}
+            )
         out = self.call_loss(dataclasses.replace(x, progress=self.progress()))
         loss = out.loss.mean()
         metrics = {**out.metrics, "loss": loss.detach()}

@@ -64,7 +64,9 @@ class TeacherCache(TensorCache):
         super().__init__(root, fields, what="teacher top-k")
 
 
-def teacher_cache_key(examples: list[dict], teacher_identity: dict, topk: int, side: str = "chosen", **extra) -> str:
+def teacher_cache_key(
+    examples: list[dict], teacher_identity: dict, topk: int, side: str = "chosen", **extra
+) -> str:
     payload = {"teacher": teacher_identity, "topk": int(topk), "kind": "teacher_topk", "format": FORMAT}
     return tokenized_data_key(examples, {**payload, "side": side, **extra})
 
@@ -106,6 +108,32 @@ def teacher_rows(
     if not values:
         return hidden.new_zeros(0, topk), torch.zeros(0, topk, dtype=torch.int32), hidden.new_zeros(0)
     return torch.cat(values), torch.cat(ids), torch.cat(picked)
+
+
+@torch.no_grad()
+def same_vocabulary_topk(
+    teacher, loader, side: str, topk: int, *, chunk_size: int = 256, vocab_limit: int | None = None, device=None,
+    label: str = "",
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The stored fields (``FIELDS``) of every example of ``loader``'s batches: the teacher's top-k and the
+    log-prob of each response token of the ``side`` (``chosen`` / ``rejected``) responses, in order."""
+    index, counts, logps, ids, picked = [], [], [], [], []
+    for batch in tqdm(loader, desc=label, leave=False):
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        labels = batch[f"{side}_labels"][:, 1:]
+        rows = F.pad(labels != -100, (0, 1), value=False)  # position t predicts token t + 1
+        values, top, label_logps = teacher_rows(
+            teacher, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], rows,
+            F.pad(labels.clamp_min(0), (0, 1)), topk, chunk_size=chunk_size, vocab_limit=vocab_limit,
+        )  # fmt: skip
+        index.append(batch["index"].cpu())
+        counts.append(rows.sum(-1).cpu())
+        logps.append(values.cpu())
+        ids.append(top.cpu())
+        picked.append(label_logps.cpu())
+    counts = torch.cat(counts)
+    return {"index": torch.cat(index), "offsets": F.pad(counts.cumsum(0), (1, 0)), "logps": torch.cat(logps),
+            "ids": torch.cat(ids), "label_logps": torch.cat(picked)}  # fmt: skip
 
 
 class TeacherTable:
@@ -153,7 +181,9 @@ def _ends(spans: list[tuple[int, int]], n: int) -> bool:
     return bool(spans) and spans[-1] == (n, n) and any(b == n > a for a, b in spans)
 
 
-def align_example(example: dict, record, student, teacher, policy, label: str) -> tuple[list[int], list, list]:
+def align_example(
+    example: dict, record, student, teacher, policy, label: str
+) -> tuple[list[int], list, list]:
     """``(teacher_prompt_ids, teacher_response_ids, groups)`` of one example; ``student``/``teacher`` are
     ``(tokenizer, PromptEncoder)``. A response neither tokenization reproduces is a ``DataError``."""
     text = _response_text(record)
@@ -163,7 +193,10 @@ def align_example(example: dict, record, student, teacher, policy, label: str) -
     except RowError as err:
         raise DataError(f"{label}: row {example['index']}: teacher tokenization: {err}") from err
     spans = []
-    for (tok, encoder), ids, who in ((student, example["chosen_ids"], "student"), (teacher, t_resp, "teacher")):
+    for (tok, encoder), ids, who in (
+        (student, example["chosen_ids"], "student"),
+        (teacher, t_resp, "teacher"),
+    ):
         found = response_spans(tok, encoder.template, record.prompt, text, ids)
         if found is None:
             raise DataError(
@@ -171,11 +204,15 @@ def align_example(example: dict, record, student, teacher, policy, label: str) -
                 "of the response does not reproduce its token ids; cannot align it across tokenizers"
             )
         spans.append(found)
-    groups = align_spans(*spans, student_eos=_ends(spans[0], len(text)), teacher_eos=_ends(spans[1], len(text)))
+    groups = align_spans(
+        *spans, student_eos=_ends(spans[0], len(text)), teacher_eos=_ends(spans[1], len(text))
+    )
     return t_prompt, t_resp, groups
 
 
-def _assemble(groups, n_student: int, topk, tids, label_logps, mapping: torch.Tensor) -> dict[str, torch.Tensor]:
+def _assemble(
+    groups, n_student: int, topk, tids, label_logps, mapping: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Per student token of one response: the stored fields (see the module docstring)."""
     k = topk.shape[-1]
     out = {
@@ -200,16 +237,23 @@ def _assemble(groups, n_student: int, topk, tids, label_logps, mapping: torch.Te
 def cross_tokenizer_topk(
     teacher, teacher_tokenizer, student_tokenizer, examples: list[dict], records: dict, *, policy,
     student_template: str, teacher_template: str, topk: int, batch_size: int = 8, chunk_size: int = 256,
-    device=None, label: str = "",
+    device=None, label: str = "", mapping: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The stored fields (``CROSS_FIELDS``) of every example: its teacher top-k in the student's positions."""
+    """The stored fields (``CROSS_FIELDS``) of every example: its teacher top-k in the student's positions.
+
+    ``mapping`` (teacher id -> student id, :func:`~prefdistill.data.alignment.vocabulary_map`) is computed
+    here unless given (it takes seconds for a 262k vocabulary: callers reuse it across splits).
+    """
     student = (student_tokenizer, PromptEncoder(student_tokenizer, student_template))
     t_side = (teacher_tokenizer, PromptEncoder(teacher_tokenizer, teacher_template))
-    vocab = teacher.get_output_embeddings().weight.shape[0]
-    mapping = torch.tensor(vocabulary_map(student_tokenizer, teacher_tokenizer, vocab), dtype=torch.long)
+    if mapping is None:
+        vocab = teacher.get_output_embeddings().weight.shape[0]
+        mapping = torch.tensor(vocabulary_map(student_tokenizer, teacher_tokenizer, vocab), dtype=torch.long)
     pad = teacher_tokenizer.pad_token_id if teacher_tokenizer.pad_token_id is not None else t_side[1].eos_id
     parts, counts, n_groups, n_matched = [], [], 0, 0
-    for b in tqdm(range(0, len(examples), batch_size), desc=f"teacher top-{topk} across tokenizers", leave=False):
+    for b in tqdm(
+        range(0, len(examples), batch_size), desc=f"teacher top-{topk} across tokenizers", leave=False
+    ):
         chunk = examples[b : b + batch_size]
         aligned = [align_example(ex, records[ex["index"]], student, t_side, policy, label) for ex in chunk]
         prompts, responses = [a[0] for a in aligned], [a[1] for a in aligned]
@@ -217,11 +261,22 @@ def cross_tokenizer_topk(
         ids, attention, labels = (t.to(device) for t in pad_rows(prompts, responses, pad, length))
         rows = F.pad(labels[:, 1:] != -100, (0, 1), value=False)  # position t predicts token t + 1
         targets = F.pad(labels[:, 1:].clamp_min(0), (0, 1))
-        values, tids, picked = (t.cpu() for t in teacher_rows(teacher, ids, attention, rows, targets, topk, chunk_size=chunk_size))
+        values, tids, picked = (
+            t.cpu() for t in teacher_rows(teacher, ids, attention, rows, targets, topk, chunk_size=chunk_size)
+        )
         start = 0
         for ex, (_, resp, groups) in zip(chunk, aligned):
             end = start + len(resp)
-            parts.append(_assemble(groups, len(ex["chosen_ids"]), values[start:end], tids[start:end], picked[start:end], mapping))
+            parts.append(
+                _assemble(
+                    groups,
+                    len(ex["chosen_ids"]),
+                    values[start:end],
+                    tids[start:end],
+                    picked[start:end],
+                    mapping,
+                )
+            )
             start = end
             counts.append(len(ex["chosen_ids"]))
             n_groups += len(groups)

@@ -76,7 +76,9 @@ def test_two_tokenizers_of_one_text_align_and_the_split_word_is_unmatched(tiny, 
     ids = {}
     for name, tok in (("tiny", tiny), ("small", small)):
         ids[name] = PromptEncoder(tok, "chat").encode(PROMPT, [RESPONSE])[1][0]
-    spans = [response_spans(t, "chat", PROMPT, RESPONSE, ids[n]) for n, t in (("tiny", tiny), ("small", small))]
+    spans = [
+        response_spans(t, "chat", PROMPT, RESPONSE, ids[n]) for n, t in (("tiny", tiny), ("small", small))
+    ]
     groups = align_spans(*spans, student_eos=True, teacher_eos=True)
     unmatched = [g for g in groups if not g.matched]
     assert len(groups) == len(ids["tiny"]) and len(unmatched) == 1  # "ar" is one token only in tiny

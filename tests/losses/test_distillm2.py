@@ -57,7 +57,9 @@ def _reference(x: TokenInputs, alpha: float, beta: float) -> torch.Tensor:
         return torch.stack(out)
 
     skl = mean_over_tokens(x, lambda p, q: (p * (p / (alpha * p + (1 - alpha) * q)).log()).sum())
-    srkl = mean_over_tokens(x.rejected_side(), lambda p, q: (q * (q / ((1 - alpha) * p + alpha * q.detach())).log()).sum())
+    srkl = mean_over_tokens(
+        x.rejected_side(), lambda p, q: (q * (q / ((1 - alpha) * p + alpha * q.detach())).log()).sum()
+    )
     return (2 - beta) * skl + beta * srkl
 
 
@@ -68,7 +70,9 @@ def test_conformance_value_and_gradient_with_the_formula(beta):
     def side(seed_mask):
         student = torch.randn(3, 4, 7, generator=g, requires_grad=True)
         mask = torch.rand(3, 4, generator=g) > seed_mask
-        return _side(student, torch.randn(3, 4, 7, generator=g), mask, torch.randint(0, 7, (3, 4), generator=g))
+        return _side(
+            student, torch.randn(3, 4, 7, generator=g), mask, torch.randint(0, 7, (3, 4), generator=g)
+        )
 
     x = _pair(side(0.3), side(0.5))
     loss = get_loss("distillm2", alpha=0.2, adaptive_alpha=False, beta_start=beta, beta_end=beta)
@@ -114,7 +118,9 @@ def test_adaptive_alpha_anchors_on_the_first_batches_and_keeps_them_as_state():
     p = x.teacher_logits.log_softmax(-1).gather(-1, x.labels[..., None])[..., 0].mean(-1).exp()
     q = x.student_logits.log_softmax(-1).gather(-1, x.labels[..., None])[..., 0].mean(-1).exp()
     torch.testing.assert_close(first.state["gap_teacher"], (p - q).mean())
-    torch.testing.assert_close(first.metrics["distillm2/alpha_teacher"], curriculum_alpha(p - q, (p - q).mean(), 0.1))
+    torch.testing.assert_close(
+        first.metrics["distillm2/alpha_teacher"], curriculum_alpha(p - q, (p - q).mean(), 0.1)
+    )
     second = loss(x, state=first.state)
     third = loss(x, state=second.state)
     assert second.state["anchor_batches"] == third.state["anchor_batches"] == 2  # frozen after anchor_steps

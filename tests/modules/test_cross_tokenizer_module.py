@@ -58,7 +58,9 @@ def _fit(module, dm, steps=2):
     return trainer
 
 
-def test_aligned_table_is_computed_once_and_training_never_holds_the_teacher(other_teacher, tmp_path, monkeypatch):
+def test_aligned_table_is_computed_once_and_training_never_holds_the_teacher(
+    other_teacher, tmp_path, monkeypatch
+):
     dm = _datamodule()
     first = _module("uld", other_teacher, teacher_cache=str(tmp_path))
     before = {n: p.detach().clone() for n, p in first.policy.named_parameters()}
@@ -81,7 +83,9 @@ def test_spans_cover_complete_responses_and_split_words_are_unmatched(other_teac
     assert (metrics["align/coverage"][complete] == 1).all()  # every response token lies in a span
     assert (metrics["align/matched"] > 0.5).all() and (metrics["align/matched"] < 1).any()
     table = module._teacher_tables[("train", "chosen")]
-    heads = table.fields["span_start"] == torch.arange(len(table.fields["span_start"])) - torch.repeat_interleave(
+    heads = table.fields["span_start"] == torch.arange(
+        len(table.fields["span_start"])
+    ) - torch.repeat_interleave(
         table.offsets[:-1], table.offsets.diff()
     )  # a span head points at itself (indices within the response)
     assert (table.fields["student_ids"][~heads] == -1).all() and (table.fields["logps"][~heads] == 0).all()
@@ -92,7 +96,9 @@ def test_with_the_students_own_tokenizer_the_aligned_path_equals_the_online_teac
     dm = _datamodule(n=4, batch_size=4)
     teacher = dataclasses.replace(TINY, seed=1)
     vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
-    aligned = _module("uld", teacher, teacher_topk=vocab, teacher_cache=None, cache_dir=None)  # kept in memory
+    aligned = _module(
+        "uld", teacher, teacher_topk=vocab, teacher_cache=None, cache_dir=None
+    )  # kept in memory
     _fit(aligned, dm, steps=1)
     batch = next(iter(dm.loader("train")))
     with torch.no_grad():

@@ -39,7 +39,9 @@ def _datamodule(n=8, batch_size=4):
 
 def _module(loss="kd_fkl", teacher=TEACHER, **kw) -> DistillModule:
     loss = get_loss(loss) if isinstance(loss, str) else loss
-    module = build_module(loss=loss, policy=TINY, teacher=teacher, optimizer=partial(torch.optim.SGD, lr=0.5), **kw)
+    module = build_module(
+        loss=loss, policy=TINY, teacher=teacher, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
+    )
     module.configure_model()
     return module
 
@@ -209,7 +211,9 @@ def padded_tokenizer(tmp_path_factory):
     return str(folder)
 
 
-def test_a_teacher_whose_vocabulary_differs_only_in_padding_is_distilled_on_the_shared_ids(padded_tokenizer, caplog):
+def test_a_teacher_whose_vocabulary_differs_only_in_padding_is_distilled_on_the_shared_ids(
+    padded_tokenizer, caplog
+):
     teacher = dataclasses.replace(TEACHER, tokenizer=padded_tokenizer)  # 640 output rows vs the student's 624
     with caplog.at_level("INFO", logger="prefdistill.modules.distill"):
         module = _module(teacher=teacher)

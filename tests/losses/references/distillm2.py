@@ -48,7 +48,9 @@ def _alphas(t, hp, state):
             gaps.append(sign * float(p - q))
         mean_gap = sum(gaps) / rows
         anchor = state[key] if state["anchor_batches"] > 0 else mean_gap
-        alphas.append([min(max(1 - (1 - hp["alpha"]) * anchor / (g + 1e-5), 0.01), hp["alpha"]) for g in gaps])
+        alphas.append(
+            [min(max(1 - (1 - hp["alpha"]) * anchor / (g + 1e-5), 0.01), hp["alpha"]) for g in gaps]
+        )
         count = state["anchor_batches"]
         new[key] = (state[key] * count + mean_gap) / (count + 1) if count < hp["anchor_steps"] else state[key]
     new["anchor_batches"] = min(state["anchor_batches"] + 1, hp["anchor_steps"])
@@ -79,7 +81,10 @@ def _distillm2(t, state, **hp):
 REFERENCES = {
     "distillm2": Reference(
         _distillm2,
-        hparams=({"beta_end": 1.0}, {"adaptive_alpha": False, "alpha": 0.3, "beta_start": 1.5, "beta_end": 1.5}),
+        hparams=(
+            {"beta_end": 1.0},
+            {"adaptive_alpha": False, "alpha": 0.3, "beta_start": 1.5, "beta_end": 1.5},
+        ),
         state={"gap_teacher": 0.02, "gap_student": -0.01, "anchor_batches": 1.0},
     )
 }
