@@ -181,14 +181,6 @@ class TokenLogps:
         sq = None if self.log_sq_probs is None else place(self.log_sq_probs)
         return place(self.values), mask, sq
 
-    def select(self, rows: Tensor) -> TokenLogps:
-        """The tokens of ``rows`` (a (K,) index), renumbered 0..K-1 in that order."""
-        slot = torch.full((self.num_rows,), -1, dtype=torch.long, device=self.owner.device)
-        slot[rows] = torch.arange(rows.numel(), device=rows.device)
-        keep = slot[self.owner] >= 0
-        sq = None if self.log_sq_probs is None else self.log_sq_probs[keep]
-        return TokenLogps(self.values[keep], slot[self.owner[keep]], rows.numel(), sq)
-
 
 def _packed_token_logps(
     model, input_ids, attention_mask, labels, position_ids, chunk_size: int
