@@ -10,6 +10,8 @@ import sys
 import pytest
 from train_helpers import REPO
 
+from prefdistill.analysis import load_history, metric_curve
+
 COMMON = [
     "model=tiny",
     "logger=wandb",
@@ -73,6 +75,11 @@ def test_kill_9_then_same_command_resumes_to_the_same_result(tmp_path):
     # the resumed process continued the same W&B run
     runs = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(wandb_id) for name in runs), runs
+    # ... and appended to the step history: the same training curve as the uninterrupted run (steps
+    # 0-3 only the killed launch logged: the resumed one starts from the step-4 checkpoint)
+    curves = [metric_curve(load_history(r), "train/loss") for r in (run.parent / "straight", run)]
+    assert list(curves[0]["step"]) == list(curves[1]["step"]) == list(range(12))
+    assert list(curves[1]["train/loss"]) == pytest.approx(list(curves[0]["train/loss"]), rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.slow

@@ -118,6 +118,7 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
         groups.add(cfg.logger.wandb.group)
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
+        assert (job / "csv" / "metrics.csv").is_file(), job  # the step history, beside W&B's run
         assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
     assert betas == {0.1, 0.5}
     assert len(groups) == 1

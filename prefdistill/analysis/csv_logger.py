@@ -1,0 +1,45 @@
+"""The logger that writes a run's step history (``<run>/csv/metrics.csv``) across launches.
+
+Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when a new process opens its folder
+(lightning 2.6: ``_ExperimentWriter._check_log_dir_exists``). A run resumed after a kill or a
+preemption reopens the same folder, so the steps of its earlier launches would be lost.
+:class:`AppendingCSVLogger` keeps the file and continues it under its existing header (a new column
+still rewrites the header, as Lightning does within one launch). Kept apart from the readers so that
+``from prefdistill import analysis`` does not import Lightning.
+
+    logger:
+      csv:
+        _target_: prefdistill.analysis.csv_logger.AppendingCSVLogger
+        save_dir: ${paths.output_dir}
+        name: csv
+        version: ""
+"""
+
+from __future__ import annotations
+
+import csv
+
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+
+class AppendingWriter(ExperimentWriter):
+    """Lightning's CSV experiment writer, continuing an existing ``metrics.csv`` instead of deleting it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose ``metrics.csv`` survives a resumed run: each launch appends its rows."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
