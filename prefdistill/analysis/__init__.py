@@ -8,7 +8,7 @@
     print(analysis.comparison_table(table))            # method comparison, markdown
 
 ``runs`` finds run folders and reads their config and metrics (the runs table); ``history`` reads
-their step history (``<run>/csv/metrics.csv``, which ``csv_logger`` writes); ``plots`` and
+their step history (``<run>/csv/metrics.csv``, which ``prefdistill.utils.csv_logger`` writes); ``plots`` and
 ``tables`` draw and tabulate them. pandas (a dependency of ``datasets``) and matplotlib
 (``pip install -e ".[dev]"``) are imported when first needed.
 """

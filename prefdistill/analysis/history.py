@@ -1,7 +1,7 @@
 """The step history of a run: ``<run>/csv/metrics.csv``, read into DataFrames and per-metric curves.
 
 Every run with the default ``logger=wandb`` or with ``logger=csv`` writes that file beside its other
-outputs (Lightning's CSV logger, :class:`.csv_logger.AppendingCSVLogger`): one row per logging call,
+outputs (Lightning's CSV logger, :class:`prefdistill.utils.csv_logger.AppendingCSVLogger`): one row per logging call,
 a ``step`` column (the optimizer step), ``epoch`` and one column per logged scalar, empty where a row
 did not log it. A resumed run appends to it, so a step can appear twice (see :func:`metric_curve`).
 The CSV is read rather than W&B's own ``.wandb`` files because wandb ships no reader for those.

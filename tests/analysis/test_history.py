@@ -60,7 +60,7 @@ def _launch(logger_cls, save_dir: Path, rows: list[tuple[int, dict]]) -> None:
 def test_a_resumed_launch_appends_to_metrics_csv(tmp_path):
     from lightning.pytorch.loggers import CSVLogger
 
-    from prefdistill.analysis.csv_logger import AppendingCSVLogger
+    from prefdistill.utils.csv_logger import AppendingCSVLogger
 
     _launch(AppendingCSVLogger, tmp_path, [(0, {"train/loss": 0.7}), (1, {"train/loss": 0.6})])
     _launch(AppendingCSVLogger, tmp_path, [(1, {"train/loss": 0.5}), (2, {"val/loss": 0.4})])  # new column

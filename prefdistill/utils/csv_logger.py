@@ -9,7 +9,7 @@ still rewrites the header, as Lightning does within one launch). Kept apart from
 
     logger:
       csv:
-        _target_: prefdistill.analysis.csv_logger.AppendingCSVLogger
+        _target_: prefdistill.utils.csv_logger.AppendingCSVLogger
         save_dir: ${paths.output_dir}
         name: csv
         version: ""
