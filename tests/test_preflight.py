@@ -301,4 +301,4 @@ def test_usage_line_fails_at_once_with_one_message(tmp_path):
     if M.host_memory() < 50 * M.GiB:
         assert "memory: training needs at least 50.2 GiB per device" in err
     assert not (tmp_path / "cache" / "stages").exists(), "no stage started"
-    assert took < 60, f"{took:.1f} s"  # measured ~9-16 s on 2 busy cores, most of it importing lightning
+    assert took < 90, f"{took:.1f} s"  # 9.8 s of CPU (most of it importing lightning); slower on busy cores
