@@ -11,7 +11,7 @@ same seeded batches, alternated (padded first on even repeats, packed first on o
 warm-up step each; gradients are zeroed between steps and no optimizer step is taken (it does not
 depend on the forward). Lists: ``--batch`` prompts of 300-500 tokens, 4 responses of 20-60 tokens each
 (``--quick``: 60-100 and 4-12), random token ids, random teacher scores. Before timing, the two forwards'
-log-probs of the first batch are compared (printed).
+log-probs of the first batch are compared (printed); ``--flops`` also counts one step's FLOPs per forward.
 
 The last line is ``listwise_shared_prompt_speedup=<padded median step / packed median step>``.
 """
@@ -85,6 +85,19 @@ def timed_step(module, batch: dict, forward: str) -> float:
     return time.perf_counter() - start
 
 
+def step_flops(module, batch: dict, forward: str) -> int:
+    """FLOPs of one forward + backward under ``forward`` (``torch.utils.flop_counter``: matmuls and
+    attention), a machine-independent companion to the timings."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module.forward_mode = forward
+    module.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = module.compute(batch)
+        loss.backward()
+    return int(counter.get_total_flops())
+
+
 def logps_difference(module, batch: dict) -> float:
     """Max |padded - packed| summed response log-prob on ``batch`` (no grad)."""
     import torch
@@ -123,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 2, quick 1)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flops", action="store_true", help="also count one step's FLOPs per forward")
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
     args = parser.parse_args(argv)
     import torch
@@ -139,9 +153,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model={model} batch={args.batch} list_size={args.list_size} threads={args.threads} "
           f"tokens/batch padded={tokens['padded']} shared_prompt={tokens['shared_prompt']}")  # fmt: skip
     print(f"max |padded - packed| log-prob: {logps_difference(module, batches[0]):.2e}")
+    flops = {f: step_flops(module, batches[0], f) for f in FORWARDS} if args.flops else None
+    if flops:
+        print(f"FLOPs/step padded {flops['padded'] / 1e12:.3f} T, shared_prompt {flops['shared_prompt'] / 1e12:.3f} T "
+              f"(ratio {flops['padded'] / flops['shared_prompt']:.2f})")  # fmt: skip
     times = measure(module, batches, args.repeats)
     medians = {f: statistics.median(ts) for f, ts in times.items()}
-    result = {"model": model, "times": times, "medians": medians, "tokens": tokens,
+    result = {"model": model, "times": times, "medians": medians, "tokens": tokens, "flops": flops,
               "speedup": medians["padded"] / medians["shared_prompt"], "wall_s": time.perf_counter() - started}  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -26,7 +26,7 @@ def test_quick_run_prints_the_speedup_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PREFDISTILL_CACHE", str(tmp_path / "cache"))
     threads = torch.get_num_threads()
     try:
-        result = _load_script().main(["--quick", "--threads", "1", "--json", str(tmp_path / "r.json")])
+        result = _load_script().main(["--quick", "--threads", "1", "--flops", "--json", str(tmp_path / "r.json")])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out.strip().splitlines()
@@ -34,5 +34,6 @@ def test_quick_run_prints_the_speedup_line(tmp_path, capsys, monkeypatch):
     difference = next(line for line in out if line.startswith("max |padded - packed| log-prob:"))
     assert float(difference.split(":")[1]) < 1e-4
     assert result["tokens"]["shared_prompt"] < result["tokens"]["padded"]
+    assert 0 < result["flops"]["shared_prompt"] < result["flops"]["padded"]
     assert all(len(times) == 2 for times in result["times"].values())  # 2 repeats of each forward
     assert json.loads((tmp_path / "r.json").read_text())["speedup"] == result["speedup"] > 0
