@@ -379,7 +379,7 @@ def _eval_needs(run, suite: dict, places) -> None:
     data, task = suite.get("data") or {}, suite.get("task", "pairs")
     default = {"gsm8k": "openai/gsm8k", "alpacaeval": "tatsu-lab/alpaca_eval"}.get(task)
     location = data.get("path") or default or _data_location({"source": "shipped", **data})
-    run.data.append((f"eval data {task}", location, "eval.data.path"))
+    run.data.append((f"eval data {data.get('source') or task}", location, "eval.data.path"))
     if (suite.get("reward") or {}).get("name_or_path"):
         run.models.append(
             ("reward model", ModelSpec(suite["reward"]["name_or_path"]), "eval.reward.name_or_path")
