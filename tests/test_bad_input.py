@@ -9,12 +9,14 @@ nothing is dropped silently. (``tests/data/test_bad_rows.py`` covers the loader 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException
+from train_helpers import method_loss
 
 from prefdistill.data import DataError, PreferenceDataModule, load_records
 from prefdistill.data.loading import SHIPPED_ROOT
@@ -253,10 +255,19 @@ def test_shipped_data_has_unique_ids(split_file):
 
 
 # ------------------------------------------------------------------------ models and config
-def test_teacher_with_another_vocabulary_is_refused_naming_both_sizes(tiny_cfg, tok):
-    cfg = tiny_cfg("method=kd_fkl", "teacher=tiny", "+teacher.random_init.vocab_size=700", "save_model=false")
-    with pytest.raises(ValueError, match=rf"'kd_fkl'.* student has {len(tok)} tokens and the teacher 700"):
+def test_teacher_with_another_tokenizer_is_refused_naming_both(tiny_cfg, tok, tmp_path):
+    """A teacher whose tokenizer has two more ordinary (not special) tokens: text would tokenize differently,
+    so token-level KD on one vocabulary is refused naming both tokenizers and sizes, before any step."""
+    other = copy.deepcopy(tok)
+    other.add_tokens(["zqxv", "vxqz"])
+    other.save_pretrained(tmp_path / "teacher_tok")
+    cfg = tiny_cfg(
+        "method=kd_fkl", "teacher=tiny", f"teacher.tokenizer={tmp_path / 'teacher_tok'}", "save_model=false"
+    )
+    pattern = rf"'kd_fkl' needs one vocabulary.*\({len(tok)} tokens\), output size {len(tok)}.*\({len(tok) + 2} tokens\)"
+    with pytest.raises(ValueError, match=pattern):
         train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()
 
 
 def test_unknown_method_key_is_a_hydra_error(tiny_cfg):
@@ -264,12 +275,12 @@ def test_unknown_method_key_is_a_hydra_error(tiny_cfg):
         tiny_cfg("method.no_such=1")
 
 
-def test_appended_unknown_hyper_parameter_lists_the_accepted_ones(tiny_cfg):
+def test_appended_unknown_hyper_parameter_lists_the_accepted_ones(tiny_cfg, tmp_path):
     cfg = tiny_cfg("+method.no_such=1")
     with pytest.raises(InstantiationException) as err:
         train(cfg)
     cause = err.value.__cause__
     assert isinstance(cause, TypeError), repr(cause)
-    assert "['no_such']" in str(cause) and "it accepts ['beta', 'label_smoothing', 'reference_free']" in str(
-        cause
-    )
+    accepted = sorted(method_loss("dpo", tmp_path).hparams)  # the registry's table for dpo
+    assert "beta" in accepted and "reference_free" in accepted
+    assert f"got unknown hyper-parameters ['no_such']; it accepts {accepted}" in str(cause), str(cause)
