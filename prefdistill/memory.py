@@ -55,6 +55,8 @@ PARAMETERS = {
     "EleutherAI/gpt-neo-1.3B": 1_315_575_808,
     "EleutherAI/gpt-neo-2.7B": 2_651_307_520,
     "HuggingFaceTB/SmolLM2-135M-Instruct": 134_515_008,
+    "Qwen/Qwen2.5-7B-Instruct": 7_615_616_512,
+    "Qwen/Qwen2.5-1.5B-Instruct": 1_543_714_304,
     "OpenAssistant/reward-model-deberta-v3-large-v2": 435_000_000,
 }
 

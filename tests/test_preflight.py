@@ -129,6 +129,13 @@ def test_model_size_from_local_config_random_init_or_table(places, tmp_path):
     assert P.model_size(ModelSpec("someone/unknown-model"), places) is None
 
 
+def test_every_hub_model_config_has_a_published_count():
+    """The memory estimate works without the weights for every checkpoint a model file names."""
+    names = {OmegaConf.load(p).name_or_path for p in (CONFIGS / "model").glob("*.yaml")}
+    hub = {n for n in names if "/" in n}
+    assert hub and hub <= set(M.PARAMETERS), hub - set(M.PARAMETERS)
+
+
 def test_memory_refusal_names_the_profiles_that_fit():
     """Llama-2-7B full fine-tune in bf16 on a 24 GiB CPU machine: 6.74e9 * (2 + 2 + 4) B = 50.2 GiB."""
     trainee = M.Trainee(ModelSpec("m", dtype="bfloat16"), M.Size(6_738_415_616))
