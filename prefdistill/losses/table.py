@@ -1,11 +1,11 @@
-"""The README's table of every registered loss, rendered from the registry (so the two cannot drift apart).
+"""The table of every registered loss, rendered from the registry (so the two cannot drift apart).
 
     python -m prefdistill.losses.table                  # print the table
-    python -m prefdistill.losses.table --write README.md  # replace the table between the markers in README.md
+    python -m prefdistill.losses.table --write docs/losses.md  # replace the table between the markers in docs/losses.md
 
 One row per registered loss: name, kind, aliases (e.g. TRL's ``loss_type`` names), what the training module
 must provide with the default hyper-parameters (``needs``), the hyper-parameters with their defaults, a
-one-line summary and the source. The README holds the rendered table between ``<!-- losses:begin -->`` and
+one-line summary and the source. ``docs/losses.md`` holds the rendered table between ``<!-- losses:begin -->`` and
 ``<!-- losses:end -->``; ``tests/losses/test_table.py`` fails when they differ, so a loss registered later
 shows up as a failing test until the table is regenerated.
 """

@@ -1,4 +1,4 @@
-"""The README's loss table is the registry's: regenerate it with ``python -m prefdistill.losses.table --write README.md``."""
+"""docs/losses.md's loss table is the registry's: regenerate it with ``python -m prefdistill.losses.table --write docs/losses.md``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from prefdistill.losses import REGISTRY
 from prefdistill.losses.table import BEGIN, END, render, replace, section
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+LOSSES_DOC = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
 
 
 def test_readme_table_equals_the_registry():
-    assert section(README.read_text()) == render(), (
-        "README.md's loss table differs from the registry: run `python -m prefdistill.losses.table --write README.md`"
+    assert section(LOSSES_DOC.read_text()) == render(), (
+        "docs/losses.md's loss table differs from the registry: run `python -m prefdistill.losses.table --write docs/losses.md`"
     )
 
 
