@@ -132,7 +132,10 @@ def test_forward_tokens_count_an_uncached_reference(tmp_path):
         examples, batch_size=2, collate_fn=functools.partial(collate_pairs, pad_token_id=0)
     )
     module = PreferenceModule(
-        policy=spec, loss=get_loss("dpo"), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3), forward="padded"
+        policy=spec,
+        loss=get_loss("dpo"),
+        optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+        forward="padded",
     )
     monitor = ThroughputMonitor(peak_flops=1e9)
     trainer = L.Trainer(
@@ -151,3 +154,39 @@ def test_measured_peak_on_cpu():
     _PEAK_CACHE.clear()
     peak = measured_peak_flops(size=256, repeats=2)
     assert 1e8 < peak < 1e14 and measured_peak_flops() == peak  # cached in-process
+
+
+def test_totals_survive_a_resume(tmp_path):
+    """Stopped after 2 steps and resumed from its checkpoint to 4, a run counts the tokens of 4 steps."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from prefdistill.losses import get_loss
+    from prefdistill.modules import PreferenceModule
+
+    spec = hydra.utils.instantiate(OmegaConf.load(ROOT / "configs" / "model" / "tiny.yaml"))
+    examples = [
+        {"prompt_ids": [3, 4], "chosen_ids": [20, 21], "rejected_ids": [30, 31], "index": i} for i in range(8)
+    ]
+    loader = torch.utils.data.DataLoader(
+        examples, batch_size=2, collate_fn=functools.partial(collate_pairs, pad_token_id=0)
+    )
+
+    def fit(max_steps: int, ckpt_path=None) -> ThroughputMonitor:
+        module = PreferenceModule(
+            policy=spec, loss=get_loss("simpo"), optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
+            forward="padded",
+        )  # fmt: skip
+        monitor = ThroughputMonitor(peak_flops=1e9)
+        checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=2, save_top_k=0)
+        trainer = L.Trainer(
+            accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[monitor, checkpoint], default_root_dir=str(tmp_path),
+        )  # fmt: skip
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+        return monitor
+
+    per_step = 2 * (4 + 4)  # two pairs, each prompt + chosen and prompt + rejected (padded layout)
+    assert fit(2).totals()["tokens"] == 2 * per_step
+    resumed = fit(4, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert len(resumed.history) == 2  # this process trained steps 3-4 only ...
+    assert resumed.totals()["tokens"] == 4 * per_step  # ... and counts all four
