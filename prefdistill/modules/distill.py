@@ -190,10 +190,8 @@ class DistillModule(PolicyModule):
         )  # fmt: skip
         label = f"teacher top-{self.teacher_topk} across tokenizers [{split}]"
 
-        def compute():
-            teacher = load_model(self.teacher_spec, trainable=False).to(
-                self.device
-            )  # held for this pass only
+        def compute():  # the teacher is held for this pass only
+            teacher = load_model(self.teacher_spec, trainable=False).to(self.device)
             t_tok = load_tokenizer(self.teacher_spec)
             if self._vocabulary_map is None:  # one per run: the splits share it
                 rows = vocab_size(teacher)

@@ -45,6 +45,7 @@ from prefdistill.utils.cache import TensorCache, tokenized_data_key
 
 log = logging.getLogger(__name__)
 FORMAT = 2  # 2: label_logps added, per-side keys
+LOGITS_PER_CHUNK = 2**26  # float32 logits of one lm_head chunk in a teacher pass (256 MB)
 FIELDS = ("index", "offsets", "logps", "ids", "label_logps")
 CROSS_FIELDS = ("index", "offsets", "logps", "student_ids", "span_logps", "span_start", "matched")
 # stored field -> TokenInputs field, and the fill value of positions the field does not cover
@@ -87,12 +88,15 @@ def teacher_rows(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Top-k log-probs (R, k), their ids (R, k) int32 and the log-prob of ``targets`` (R,) at the R
     positions ``rows`` (B, T) bool of one teacher forward, the lm_head applied ``chunk_size`` rows at a
-    time (logits past ``vocab_limit`` dropped: a padded vocabulary)."""
+    time, fewer when a chunk's logits would pass ``LOGITS_PER_CHUNK`` (256 rows of a 262k vocabulary);
+    logits past ``vocab_limit`` are dropped (a padded vocabulary)."""
     parts = backbone_hidden(model, input_ids, attention_mask)
     if parts is None:  # no generic backbone: full logits, selected rows only
         hidden, head, softcap = model(input_ids=input_ids, attention_mask=attention_mask).logits, None, None
     else:
         hidden, head, softcap = parts
+    vocab = hidden.shape[-1] if head is None else head.weight.shape[0]
+    chunk_size = max(1, min(chunk_size, LOGITS_PER_CHUNK // vocab))
     hidden, targets = hidden[rows], targets[rows].long()
     values, ids, picked = [], [], []
     for i in range(0, hidden.shape[0], chunk_size):

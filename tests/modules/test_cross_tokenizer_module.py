@@ -119,3 +119,25 @@ def test_cross_tokenizer_losses_refuse_on_policy_samples(other_teacher):
 
     with pytest.raises(ValueError, match="on-policy samples are new text"):
         _module("uld", other_teacher, on_policy=OnPolicy(fraction=0.5))
+
+
+def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(monkeypatch):
+    """Chunks of 3 rows (the logit budget of 3 x 624) give the rows one chunk gives."""
+    from prefdistill.modules import teacher_cache
+
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    teacher = load_model(dataclasses.replace(TINY, seed=1), trainable=False)
+    labels = batch["chosen_labels"][:, 1:]
+    rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)
+    targets = torch.nn.functional.pad(labels.clamp_min(0), (0, 1))
+    args = (teacher, batch["chosen_input_ids"], batch["chosen_attention_mask"], rows, targets, 8)
+    whole = teacher_cache.teacher_rows(*args)
+    monkeypatch.setattr(teacher_cache, "LOGITS_PER_CHUNK", 3 * 624)
+    seen = []
+    head = teacher.get_output_embeddings()
+    handle = head.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    chunked = teacher_cache.teacher_rows(*args)
+    handle.remove()
+    assert max(seen) == 3 and sum(seen) == int(rows.sum())
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b)
