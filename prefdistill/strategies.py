@@ -15,9 +15,9 @@ fixes that ZeRO-3 needs here:
 strategy refuses any accelerator but CUDA in ``setup_environment`` ("only supported on CUDA
 GPUs"), although DeepSpeed runs ZeRO on CPU (its CPU accelerator, gloo collectives); this one
 skips that check (it runs ``DDPStrategy.setup_environment``, which is all the parent does after
-it) and defaults to one CPU device and gloo. So the whole DeepSpeed path of a run -- sharded
-optimizer, checkpoint folders, resume, conversion to a transformers folder -- runs and is tested
-on a machine without a GPU.
+it), runs ``trainer.devices`` CPU processes and uses gloo. So the whole DeepSpeed path of a run --
+sharded optimizer, checkpoint folders, resume, conversion to a transformers folder, ZeRO over
+several ranks -- runs and is tested on a machine without a GPU.
 
 DeepSpeed is installed without building its compiled ops (``DS_BUILD_OPS=0``); on CPU the first
 run JIT-compiles a small shared-memory collective op into ``$TORCH_EXTENSIONS_DIR`` (default
@@ -73,21 +73,20 @@ class DeepSpeedStrategy(_LightningDeepSpeedStrategy):
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    """:class:`DeepSpeedStrategy` on CPU: one CPU device, gloo, no CUDA check (same arguments)."""
+    """:class:`DeepSpeedStrategy` on CPU: ``trainer.devices`` CPU processes, gloo, no CUDA check (same arguments)."""
 
-    def __init__(
-        self,
-        *args: Any,
-        parallel_devices: list[torch.device] | None = None,
-        process_group_backend: str | None = "gloo",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            *args,
-            parallel_devices=parallel_devices or [torch.device("cpu", 0)],
-            process_group_backend=process_group_backend,
-            **kwargs,
-        )
+    def __init__(self, *args: Any, process_group_backend: str | None = "gloo", **kwargs: Any) -> None:
+        super().__init__(*args, process_group_backend=process_group_backend, **kwargs)
+
+    @property
+    def parallel_devices(self) -> list[torch.device] | None:
+        return self._cpu_devices
+
+    @parallel_devices.setter
+    def parallel_devices(self, devices: list[torch.device] | None) -> None:
+        # Lightning hands over `trainer.devices` plain "cpu" devices; DeepSpeed's set-up wants device i at
+        # local rank i (it checks the indices), so they are numbered.
+        self._cpu_devices = None if devices is None else [torch.device("cpu", i) for i in range(len(devices))]
 
     def setup_environment(self) -> None:
         # Lightning's DeepSpeedStrategy.setup_environment raises unless the accelerator is CUDA;

@@ -1,8 +1,8 @@
 """Training entry point (Hydra app): ``python train.py [overrides]`` or ``pd-train [overrides]``.
 
-Recipe: seed -> specs (policy, teacher) -> loss -> [pipeline: sample/score the training data,
-cached] -> tokenizer + data -> module -> trainer ->
-validate (before) -> fit -> validate (after) -> save a plain-transformers folder -> metrics JSON.
+Recipe: seed -> specs (policy, teacher) -> loss -> trainer (its ranks started and connected) ->
+[pipeline: sample/score the training data, cached, split across ranks] -> tokenizer + data -> module ->
+validate (before) -> fit -> validate (after) -> save a plain-transformers folder -> metrics JSON (rank 0).
 ``main`` returns the configured ``optimized_metric`` so Hydra sweepers can optimise it.
 
     python train.py                                   # DPO + LoRA on SmolLM2-135M, shipped data, CPU
@@ -29,6 +29,7 @@ from prefdistill.models import load_tokenizer, record_run_spec
 from prefdistill.pipeline.run import data_overrides, run_pipeline
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
 from prefdistill.utils.run import (
     config_dir,
@@ -59,6 +60,21 @@ def train(cfg: DictConfig) -> dict:
         print(plan.render())
         return {}
 
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    try:
+        start_ranks(trainer)  # every rank runs from here on: stages and caches split their work by rank
+        return _train(cfg, trainer, loggers, policy_spec, teacher_spec, loss, started)
+    except BaseException:
+        stop_ranks(trainer)
+        raise
+
+
+def _train(
+    cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teacher_spec, loss, started
+) -> dict:
+    out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if cfg.get("pipeline"):  # stages before training (PLaD pairs, PAD lists, an SFT): cached
         source = PromptSource.of_split(data, "train", data.get("max_samples"))
@@ -67,7 +83,8 @@ def train(cfg: DictConfig) -> dict:
         prepared = run_pipeline(
             prepare, policy_spec, teacher_spec, source, cache_dir=cfg.paths.cache_dir, needs_teacher=needs_teacher
         )
-        record_stage_costs(prepared.stages, out_dir)
+        if trainer.is_global_zero:
+            record_stage_costs(prepared.stages, out_dir)
         policy_spec, teacher_spec = prepared.student, prepared.teacher
         data |= data_overrides(prepared, OmegaConf.to_container(cfg.pipeline.data, resolve=True))
     tokenizer = load_tokenizer(policy_spec)
@@ -77,17 +94,13 @@ def train(cfg: DictConfig) -> dict:
     # (pipelines use it upstream otherwise).
     models = {"policy": policy_spec, **({"teacher": teacher_spec} if "teacher" in loss.needs else {})}
     module = instantiate(cfg.module, _partial_=True)(loss=loss, **models)
-
-    loggers = instantiate_dict(cfg.get("logger"))
-    callbacks = instantiate_dict(cfg.get("callbacks"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
     before = validated(trainer, module, datamodule, cfg.validate_before_fit)
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
-        if spec is not None:
+        if spec is not None and trainer.is_global_zero:
             record_run_spec(spec, out_dir, role)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them
@@ -101,6 +114,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("eval") and model_dir is not None:
         suite = instantiate(cfg.eval, _convert_="all")
         after |= evaluate_run(suite, out_dir, wandb={"enabled": "wandb" in (cfg.get("logger") or {})})
+    metrics = {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
+    if not trainer.is_global_zero:  # every rank holds the same (reduced) metrics; rank 0 writes them
+        return metrics
     result = {
         "before": before,
         "after": after,
@@ -116,7 +132,7 @@ def train(cfg: DictConfig) -> dict:
     log.info("model:   %s", result["paths"]["model"])
     log.info("wandb:   %s", result["paths"]["wandb"])
     log_before_after(before, after)
-    return {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
+    return metrics
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")

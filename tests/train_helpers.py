@@ -132,3 +132,19 @@ class RecordBatches(Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         with open(self.path, "a") as f:
             f.write(json.dumps([trainer.global_step, batch["index"].tolist()]) + "\n")
+
+
+class RecordRankBatches(Callback):
+    """Append ``[rank, global_step, dataset rows]`` of every train batch to ``path``, and ``[rank, pid]`` to
+    ``<path>.pids`` when training starts (every rank of a multi-rank run appends to the same files)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, module):
+        with open(f"{self.path}.pids", "a") as f:
+            f.write(json.dumps([trainer.global_rank, os.getpid()]) + "\n")
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        with open(self.path, "a") as f:
+            f.write(json.dumps([trainer.global_rank, trainer.global_step, batch["index"].tolist()]) + "\n")

@@ -47,9 +47,10 @@ from prefdistill.data.collate import (
 from prefdistill.data.examples import build_examples, new_stats, summary
 from prefdistill.data.loading import BAD_ROW_POLICIES, get_source, load_records, shipped_dir
 from prefdistill.data.records import RECORD_TYPES, DataError
-from prefdistill.data.sampler import ResumableRandomSampler
+from prefdistill.data.sampler import ResumableRandomSampler, Rows, ShardBatches
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import TruncationPolicy
+from prefdistill.utils.distributed import part
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -242,28 +243,42 @@ class PreferenceDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"split {split!r} is not set up; call setup() first")
-        sampler = None
-        if shuffle:
-            shard = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-            sampler = self._train_sampler = ResumableRandomSampler(len(self.datasets[split]), self.seed, *shard)
-            if self._resume_state is not None:
-                sampler.resume(
-                    self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size
-                )
-                self._resume_state = None
         if batch_size is None:
             batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        world, rank = self._ranks()
+        examples = self.datasets[split]
+        if not shuffle:  # this rank's rows, as many batches as every other rank (see ShardBatches)
+            sampler = ShardBatches(len(examples), batch_size, world, rank)
+            return DataLoader(
+                Rows(examples), batch_size=None, sampler=sampler, collate_fn=self._collate(),
+                num_workers=self.num_workers,
+            )  # fmt: skip
+        sampler = self._train_sampler = ResumableRandomSampler(len(examples), self.seed, world, rank)
+        if self._resume_state is not None:
+            sampler.resume(self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size)
+            self._resume_state = None
         return DataLoader(
-            self.datasets[split],
+            examples,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
         )
 
+    def _ranks(self) -> tuple[int, int]:
+        """(world size, rank) of the trainer this datamodule serves; (1, 0) outside one."""
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+
     def loader(self, split: str) -> DataLoader:
-        """An unshuffled loader over ``split`` at the eval batch size (no-grad reference/scoring passes)."""
+        """An unshuffled loader over this rank's rows of ``split`` at the eval batch size (no-grad reference and
+        teacher passes: each rank computes its rows, ``TensorCache.load_or_compute`` merges them)."""
         return self._loader(split, shuffle=False, batch_size=self.eval_batch_size)
+
+    def shard(self, split: str) -> list[dict]:
+        """This rank's examples of ``split``: the rows :meth:`loader` reads, for passes that batch them themselves."""
+        world, rank = self._ranks()
+        rows = part(len(self.datasets[split]), rank, world)
+        return self.datasets[split][rows.start : rows.stop]
 
     # -- resume mid-epoch: Lightning stores this in every checkpoint --------------------
     def state_dict(self) -> dict:

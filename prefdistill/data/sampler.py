@@ -9,11 +9,21 @@ It is a ``torch.utils.data.DistributedSampler`` (the same permutation, rank ``r`
 ``num_replicas``-th index), so under DDP/DeepSpeed Lightning uses it as it is: Lightning wraps any
 other sampler in a ``DistributedSamplerWrapper``, which indexes the full epoch and breaks (IndexError)
 on a sampler that skips. The skip counts examples of this rank's shard.
+
+On ``W`` ranks with batch size ``b``, rank ``r``'s ``k``-th batch holds positions ``r + W*(b*k + j)`` of the
+epoch's permutation, so the ``W*b`` rows of global step ``k`` are positions ``[W*b*k, W*b*(k+1))``: the rows
+one rank with batch size ``W*b`` takes at step ``k``. When ``W`` does not divide the split, the permutation
+is padded with its first rows (``DistributedSampler``'s rule), so every rank takes the same number of steps.
+
+:class:`ShardBatches` is the unshuffled counterpart for held-out splits and cache passes: each rank's
+contiguous block of rows, in the same number of batches on every rank, nothing repeated.
 """
 
 from __future__ import annotations
 
-from torch.utils.data import DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
+
+from prefdistill.utils.distributed import shard_batches
 
 
 class ResumableRandomSampler(DistributedSampler):
@@ -40,3 +50,35 @@ class ResumableRandomSampler(DistributedSampler):
         # The epoch's full length even right after a resume: Lightning derives the schedule
         # length (estimated_stepping_batches) from it, and that must not change on restart.
         return self.num_samples
+
+
+class ShardBatches(DistributedSampler):
+    """This rank's batches (lists of row indices) of an unshuffled split (``utils.distributed.shard_batches``).
+
+    A loader reads it with ``batch_size=None`` over :class:`Rows`. Being a ``DistributedSampler``, Lightning
+    keeps it as it is; otherwise it would put in a ``DistributedSampler`` that pads every rank to the same
+    number of rows by repeating some, which would count those rows twice in held-out metrics.
+    """
+
+    def __init__(self, num_examples: int, batch_size: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(num_examples), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.batches = shard_batches(num_examples, batch_size, rank, num_replicas)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Rows(Dataset):
+    """A list of examples indexed by a list of row indices (one batch per item, for :class:`ShardBatches`)."""
+
+    def __init__(self, examples: list):
+        self.examples = examples
+
+    def __getitem__(self, rows: list[int]) -> list:
+        return [self.examples[i] for i in rows]
+
+    def __len__(self) -> int:
+        return len(self.examples)

@@ -35,7 +35,7 @@ from prefdistill.utils.cache import content_hash
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-_TMP = re.compile(r"^\.shard-\d+\.jsonl\.tmp-(\d+)-[0-9a-f]+$")
+_TMP = re.compile(r"^\.shard-(\d+)\.jsonl\.tmp-(\d+)-[0-9a-f]+$")
 
 
 def shard_path(out_dir: Path, k: int) -> Path:
@@ -87,11 +87,12 @@ class PromptSource:
         return cls(data["source"], source_split, path, data.get("name"), fields, limit)
 
 
-def _clean_stale_tmp(out_dir: Path) -> None:
-    """Remove half-written shards left by a killed process (never those of a live one)."""
+def _clean_stale_tmp(out_dir: Path, shards: Sequence[int]) -> None:
+    """Remove half-written ``shards`` left by a killed process (never those of a live one; only this rank's
+    shards, whose writers, if any, ran on this machine)."""
     for p in out_dir.iterdir():
         m = _TMP.match(p.name)
-        if m and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) in shards and not _alive(int(m.group(2))):
             p.unlink(missing_ok=True)
 
 
@@ -130,12 +131,17 @@ def generate_to_shards(
     shard_size: int = 64,
     meta: dict | None = None,
     progress: bool = True,
+    part: tuple[int, int] = (0, 1),
 ) -> Path:
     """Sample ``params.n`` responses per prompt into ``out_dir`` shards; resume what is missing.
 
     ``generator`` may be a zero-argument factory: it is called only if a shard is missing, so
     re-running a finished job does not load the model. ``meta`` (model identity, backend, data) is
     stored in the manifest and must match on resume. Returns ``out_dir``.
+
+    ``part=(rank, world)``: this process generates only the shards ``k`` with ``k % world == rank`` and
+    leaves the manifest unfinished; once every rank's part is done, one process calls
+    :func:`finish_shards`. The samples do not depend on who draws them (seeded by prompt and sample).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,14 +151,15 @@ def generate_to_shards(
         "prompts_sha256": content_hash(list(prompts)), **(meta or {}),
     }  # fmt: skip
     _check_manifest(out_dir, config)
-    _clean_stale_tmp(out_dir)
-    n_shards = -(-len(prompts) // shard_size)
-    todo = [k for k in range(n_shards) if not shard_path(out_dir, k).is_file()]
-    log.info("%s: %d/%d shards done, %d to generate", out_dir, n_shards - len(todo), n_shards, len(todo))
-    done_prompts = sum(len(range(k * shard_size, min((k + 1) * shard_size, len(prompts)))) for k in todo)
-    bar = tqdm(
-        total=len(prompts), initial=len(prompts) - done_prompts, desc="prompts", unit="prompt", disable=not progress
-    )  # fmt: skip
+    rank, world = part
+    mine = range(rank, -(-len(prompts) // shard_size), world)
+    _clean_stale_tmp(out_dir, mine)
+    todo = [k for k in mine if not shard_path(out_dir, k).is_file()]
+    log.info("%s: %d/%d shards of rank %d of %d done, %d to generate", out_dir, len(mine) - len(todo), len(mine),
+             rank, world, len(todo))  # fmt: skip
+    size = sum(len(range(k * shard_size, min((k + 1) * shard_size, len(prompts)))) for k in mine)
+    left = sum(len(range(k * shard_size, min((k + 1) * shard_size, len(prompts)))) for k in todo)
+    bar = tqdm(total=size, initial=size - left, desc="prompts", unit="prompt", disable=not progress)
     gen = None
     for k in todo:
         if gen is None:
@@ -170,8 +177,20 @@ def generate_to_shards(
                         f.write(json.dumps(line, ensure_ascii=False) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+        log.info("%s: rank %d of %d wrote %s", out_dir, rank, world, shard_path(out_dir, k).name)
         bar.update(hi - lo)
     bar.close()
+    return finish_shards(out_dir) if world == 1 else out_dir
+
+
+def finish_shards(out_dir: str | os.PathLike) -> Path:
+    """Mark ``out_dir``'s manifest complete once every shard exists (after every rank's part)."""
+    out_dir = Path(out_dir)
+    config = json.loads((out_dir / MANIFEST).read_text())["config"]
+    n_shards = -(-config["num_prompts"] // config["shard_size"])
+    missing = [shard_path(out_dir, k).name for k in range(n_shards) if not shard_path(out_dir, k).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{out_dir}: shards {missing} are missing; a rank did not finish its part")
     atomic_write_json(out_dir / MANIFEST, {"config": config, "complete": True, "num_shards": n_shards})
     return out_dir
 

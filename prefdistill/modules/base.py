@@ -199,16 +199,36 @@ class PolicyModule(L.LightningModule):
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     def log_metrics(self, split: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log ``metrics`` (per-row tensors or scalars) as ``<split>/<name>`` batch means.
+
+        Training metrics are logged every step, as the means over the global batch (every rank's rows);
+        held-out metrics once per epoch, as the means over every row of the split on every rank (Lightning
+        sums value x batch size and batch sizes over ranks). So a run on N ranks logs what one rank logs
+        with the N batches in one.
+        """
         on_step = split == "train"
         if on_step and self._trainer is not None and self.trainer.optimizers:
             metrics = {**metrics, "lr": torch.tensor(self.trainer.optimizers[0].param_groups[0]["lr"])}
-        for name, value in metrics.items():
+        means = {name: value.float().mean() for name, value in metrics.items()}
+        if on_step:
+            means = self._global_batch_means(means, batch_size)
+        for name, value in means.items():
             self.log(
                 f"{split}/{name}",
-                value.float().mean(),
+                value,
                 on_step=on_step,
                 on_epoch=not on_step,
                 prog_bar=name in ("loss", "reward/accuracy"),
                 batch_size=batch_size,
                 sync_dist=not on_step,
             )
+
+    def _global_batch_means(self, means: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
+        """Per-rank batch means -> means over every rank's rows, weighted by batch size, in one collective
+        (ranks log the same metric names: a loss's metrics do not depend on the data)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return means
+        names = sorted(means)
+        local = torch.stack([means[n].to(self.device) for n in names] + [torch.ones((), device=self.device)])
+        total = self.trainer.strategy.reduce(local * batch_size, reduce_op="sum")
+        return {name: total[i] / total[-1] for i, name in enumerate(names)}

@@ -53,7 +53,7 @@ from prefdistill.modules.teacher_cache import (
     same_vocabulary_topk,
     teacher_cache_key,
 )
-from prefdistill.utils.cache import content_hash
+from prefdistill.utils.cache import computed_by_ranks, content_hash
 
 log = logging.getLogger(__name__)
 _SIDE_FIELDS = ("student_logits", "mask", "labels", "teacher_logits", "teacher_topk_logps", "teacher_topk_ids",
@@ -163,7 +163,7 @@ class DistillModule(PolicyModule):
         if (split, side) not in self._teacher_tables:
             key, compute, label = self._cross_entry(split) if self.cross else self._topk_entry(split, side)
             data = (
-                compute()
+                computed_by_ranks(compute)  # each rank its rows, all of them on every rank
                 if self.teacher_cache is None
                 else self.teacher_cache.load_or_compute(key, compute, label)
             )
@@ -199,7 +199,7 @@ class DistillModule(PolicyModule):
                     vocabulary_map(dm.tokenizer, t_tok, rows), dtype=torch.long
                 )
             return cross_tokenizer_topk(
-                teacher, t_tok, dm.tokenizer, dm.datasets[split], records, policy=dm.policy,
+                teacher, t_tok, dm.tokenizer, dm.shard(split), records, policy=dm.policy,  # this rank's rows
                 student_template=PromptEncoder(dm.tokenizer, dm.template).template, teacher_template=template,
                 topk=self.teacher_topk, batch_size=dm.eval_batch_size, chunk_size=self.chunk_size,
                 device=self.device, label=label, mapping=self._vocabulary_map,

@@ -6,18 +6,21 @@
 
 Defaults follow EganGu/PAD (spec section 4): 5 student samples at T=1.0, top_p=0.95 (on-policy), 4 kept
 by max-min Levenshtein diversity, teacher reward ``alpha * A_T + (1 - alpha) * scores_mcq`` with the
-released ``alpha = 0``. Every step is a cached stage; the log lists which ran and which were reused.
+released ``alpha = 0``. Every step is a cached stage; the log lists which ran and which were reused. On
+several ranks each samples its shards and scores its block of prompts; rank 0 merges the lists once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections import Counter
 from pathlib import Path
 
 from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.pipeline.lists import build_pad_lists
-from prefdistill.pipeline.plad import Prepared, write_jsonl
+from prefdistill.pipeline.plad import Prepared, read_jsonl, write_jsonl
 from prefdistill.pipeline.stages import Stage, StageResult, summarize
 from prefdistill.pipeline.steps import (
     Sampler,
@@ -28,6 +31,8 @@ from prefdistill.pipeline.steps import (
     read_samples,
     sample_stage,
 )
+from prefdistill.utils import distributed
+from prefdistill.utils.atomic import atomic_write_json
 from prefdistill.utils.cache import hash_inputs
 
 log = logging.getLogger("prefdistill.pipeline")
@@ -74,23 +79,38 @@ def prepare_pad_data(
     settings = {"n": n, "alpha": alpha, "mcq": mcq or {}, "mcq_filter": mcq_filter, "template": template}
     key = hash_inputs({"samples": samples.path.name, "teacher": model_key(teacher), **settings})
 
-    def build(folder: Path) -> dict:
+    def score(folder: Path) -> None:  # every rank: the teacher scores its block of prompts
         from prefdistill.models import load_model, load_tokenizer
 
+        rank, world = distributed.rank(), distributed.world_size()
+        block = distributed.part(len(data.prompts), rank, world)
         model, tokenizer = load_model(teacher, trainable=False), load_tokenizer(teacher)
         rows, stats = build_pad_lists(
-            model, tokenizer, data.prompts, read_samples(samples), ids=data.ids, n=n, alpha=alpha,
-            template=template, batch_size=scoring_batch_size, mcq=mcq, mcq_filter=mcq_filter,
+            model, tokenizer, data.prompts[block.start : block.stop], read_samples(samples)[block.start : block.stop],
+            ids=data.ids[block.start : block.stop], n=n, alpha=alpha, template=template,
+            batch_size=scoring_batch_size, mcq=mcq, mcq_filter=mcq_filter,
         )  # fmt: skip
-        if not rows:
-            raise ValueError(f"PAD: no list survived ({stats}); nothing to train on")
-        write_jsonl(folder / "lists.jsonl", rows)
-        log.info("PAD lists: %s", stats)
-        return stats
+        write_jsonl(folder / f"part-{rank}-of-{world}.jsonl", rows)
+        atomic_write_json(folder / f"part-{rank}-of-{world}.json", stats)
+        log.info("PAD lists of rank %d of %d (%d prompts): %s", rank, world, len(block), stats)
 
-    lists = Stage("pad-lists", key, build, description={"teacher": teacher.name_or_path, **settings}).run(
-        cache_dir
-    )
+    def merge(folder: Path) -> dict:  # rank 0, once: the parts in rank order are the prompts in order
+        parts = sorted(folder.glob("part-*-of-*.jsonl"), key=lambda p: int(p.name.split("-")[1]))
+        rows = [row for p in parts for row in read_jsonl(p)]
+        stats: Counter = Counter()
+        for p in parts:
+            stats.update(json.loads(p.with_suffix(".json").read_text()))
+        if not rows:
+            raise ValueError(f"PAD: no list survived ({dict(stats)}); nothing to train on")
+        write_jsonl(folder / "lists.jsonl", rows)
+        for p in parts:
+            p.unlink()
+            p.with_suffix(".json").unlink()
+        log.info("PAD lists: %s", dict(stats))
+        return dict(stats)
+
+    desc = {"teacher": teacher.name_or_path, **settings}
+    lists = Stage("pad-lists", key, score, description=desc, sharded=True, finish=merge).run(cache_dir)
     stages.append(lists)
     log.info("PAD data stages:\n%s", summarize(stages))
     return Prepared(lists.path / "lists.jsonl", student, teacher, stages, lists.info or {})

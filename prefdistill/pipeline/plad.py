@@ -65,6 +65,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows :func:`write_jsonl` wrote."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def _scorer(scorer: str | Scorer | None, teacher, template: str, batch_size: int) -> Scorer | None:
     if scorer is None or callable(scorer):
         return scorer

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefdistill.generation import PromptSet, SamplingParams, build_generator, generate_to_shards
-from prefdistill.generation.shards import read_shards
+from prefdistill.generation.shards import finish_shards, read_shards
 from prefdistill.pipeline.stages import Stage, StageResult
+from prefdistill.utils import distributed
 from prefdistill.utils.cache import content_hash, hash_inputs
 
 
@@ -83,21 +84,29 @@ def sample_stage(
     role: str, spec, data: PromptSet, data_key: str, params: SamplingParams, sampler: Sampler,
     cache_dir: str | os.PathLike,
 ) -> StageResult:  # fmt: skip
-    """Stage ``samples-<role>``: ``params.n`` samples of ``spec`` per prompt, resumable shards."""
+    """Stage ``samples-<role>``: ``params.n`` samples of ``spec`` per prompt, resumable shards; on several
+    ranks each samples every ``world``-th shard and rank 0 marks the whole complete."""
     key = hash_inputs({
         "model": model_key(spec), "data": data_key, "params": params.to_dict(), "template": sampler.template,
     })  # fmt: skip
 
-    def sample(folder: Path) -> dict:
+    def sample(folder: Path) -> None:
         generate_to_shards(
             lambda: sampler.generator(spec), data.prompts, folder, params, ids=data.ids,
             references=data.references, shard_size=sampler.shard_size,
             meta={"model": spec.identity(), "template": sampler.template},
+            part=(distributed.rank(), distributed.world_size()),
         )  # fmt: skip
+
+    def finish(folder: Path) -> dict:
+        finish_shards(folder)
         return {"prompts": len(data.prompts), "samples_per_prompt": params.n}
 
     desc = {"model": spec.name_or_path, "params": params.to_dict(), "prompts": len(data.prompts)}
-    return Stage(f"samples-{role}", key, sample, resumable=True, description=desc).run(cache_dir)
+    stage = Stage(
+        f"samples-{role}", key, sample, resumable=True, description=desc, sharded=True, finish=finish
+    )
+    return stage.run(cache_dir)
 
 
 def data_key(data: PromptSet) -> str:

@@ -5,7 +5,8 @@
 * :func:`tokenized_data_key` — the key of a computation over a split's tokenized examples and a model
   (reference log-probs, teacher top-k): token ids and row indices cover the dataset content, split,
   tokenizer, chat template, max lengths and truncation policy.
-* :class:`TensorCache` — a folder of ``<key>.pt`` files, written atomically, checked on read.
+* :class:`TensorCache` — a folder of ``<key>.pt`` files, written atomically, checked on read; on several
+  ranks each computes its rows and rank 0 merges them (:func:`merge_parts`) into the one file.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from prefdistill.utils import distributed
 from prefdistill.utils.atomic import atomic_file
 
 log = logging.getLogger(__name__)
@@ -86,13 +88,42 @@ class TensorCache:
         return data
 
     def load_or_compute(self, key: str, compute: Callable[[], dict[str, torch.Tensor]], label: str) -> dict:
-        """The entry for ``key``: read if a valid one exists, else ``compute()``d and saved; logged as ``label``."""
+        """The entry for ``key``: read if a valid one exists, else ``compute()``d and saved; logged as ``label``.
+
+        On several connected ranks (``prefdistill.utils.distributed``) every rank must call this together, and
+        ``compute()`` returns the entries of this rank's rows only (the datamodule's ``loader``/``shard`` give
+        each rank its block). Each rank writes its part, rank 0 merges the parts into the one ``<key>.pt``,
+        and every rank reads that file: each row is computed once, by one rank, and the entry is written once.
+        """
+        data = self.load(key)
+        if distributed.all_true(data is not None):
+            log.info("%s: reused %s", label, self.path(key))
+            return data
+        data = compute()
+        if distributed.world_size() == 1:
+            log.info("%s: computed and cached in %s", label, self.save(key, **data))
+            return data
+        return self._merge_ranks(key, data, label)
+
+    def _merge_ranks(self, key: str, data: dict[str, torch.Tensor], label: str) -> dict:
+        """Every rank's part of ``key`` (``data`` is this rank's) merged into one entry, saved once, read by all."""
+        rank, world = distributed.rank(), distributed.world_size()
+        part = self.root / f"{key}.part-{rank}-of-{world}.pt"
+        with atomic_file(part) as tmp:
+            torch.save({name: t.detach().cpu() for name, t in data.items()}, tmp)
+        log.info("%s: rank %d of %d computed %d rows", label, rank, world, len(data["index"]))
+        distributed.barrier()
+        if rank == 0:
+            paths = [self.root / f"{key}.part-{r}-of-{world}.pt" for r in range(world)]
+            merged = merge_parts([torch.load(p, map_location="cpu", weights_only=True) for p in paths])
+            log.info("%s: merged %d ranks' parts into %s", label, world, self.save(key, **merged))
+            for p in paths:
+                p.unlink()
+        distributed.barrier()
         data = self.load(key)
         if data is None:
-            data = compute()
-            log.info("%s: computed and cached in %s", label, self.save(key, **data))
-        else:
-            log.info("%s: reused %s", label, self.path(key))
+            raise RuntimeError(f"{label}: rank {rank} cannot read {self.path(key)}, which rank 0 wrote (is "
+                               f"{self.root} on a filesystem every rank sees?)")  # fmt: skip
         return data
 
     def save(self, key: str, **tensors: torch.Tensor) -> Path:
@@ -104,3 +135,23 @@ class TensorCache:
         with atomic_file(path) as tmp:
             torch.save(data, tmp)
         return path
+
+
+def computed_by_ranks(compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """An entry kept in memory only (no cache folder): every rank computes its rows (``compute()``, as for
+    :meth:`TensorCache.load_or_compute`) and receives every rank's, merged."""
+    data = compute()
+    return data if distributed.world_size() == 1 else merge_parts(distributed.gather(data))
+
+
+def merge_parts(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Entries of disjoint row sets, one after the other: every field concatenated in order, except ``offsets``
+    (per-row boundaries into the per-token fields, ``(rows + 1,)`` from 0), whose parts are re-based."""
+    index = torch.cat([p["index"] for p in parts])
+    if len(index.unique()) != len(index):
+        raise ValueError("cache parts share rows: each row must be computed by exactly one rank")
+    merged = {name: torch.cat([p[name] for p in parts]) for name in parts[0] if name != "offsets"}
+    if "offsets" in parts[0]:
+        counts = torch.cat([p["offsets"].diff() for p in parts])
+        merged["offsets"] = torch.nn.functional.pad(counts.cumsum(0), (1, 0))
+    return merged

@@ -43,15 +43,24 @@ def _run_group() -> str:
 
 
 def _wandb_id(run_dir: str) -> str:
-    """The W&B run id of a run folder: created once, then reused so a resumed run continues it."""
-    from prefdistill.utils.atomic import atomic_write_text
+    """The W&B run id of a run folder: created once, then reused so a resumed run continues it.
 
+    Every rank of a multi-rank run resolves it, under torchrun or srun at the same moment: the file is
+    linked into place only if absent (atomic, fails when another process won), and every rank returns
+    what the file holds, so all agree on one id.
+    """
     path = Path(run_dir) / "wandb_id"
-    if path.is_file():
-        return path.read_text().strip()
-    run_id = uuid.uuid4().hex[:12]
-    atomic_write_text(path, run_id + "\n")
-    return run_id
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".wandb_id.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(uuid.uuid4().hex[:12] + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
 
 
 def _saved_at(path: Path) -> int:

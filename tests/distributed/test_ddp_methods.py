@@ -1,0 +1,48 @@
+"""A listwise (PAD's pd on scored lists) and a token-level (forward-KL KD from a cached teacher top-k) method
+on two CPU ranks follow one rank with the global batch, and the teacher table is computed once.
+
+Why the two runs must agree, and the tolerance: see ``test_ddp_pairwise.py``. Both losses are means of
+per-example terms (pd: one Plackett-Luce divergence per list; kd_fkl: each example's token mean), so the
+averaged gradients of two batches of 2 are the gradient of the batch of 4. (pad_pd's ``released`` form pools
+its mixture over the micro-batch and is not batch-size invariant; the default ``jsd`` is.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ranks_helpers import TWO_RANKS, assert_same_training, in_process, launch, lines
+
+pytestmark = pytest.mark.slow
+
+TOL = {"rel": 1e-5, "abs": 1e-5}
+LISTWISE = ["method=pad_pd", "data=demo_lists"]
+TEACHER_CACHE = "module.teacher_cache=${paths.cache_dir}/teacher_topk"
+TOKEN = ["method=kd_fkl", "teacher=tiny", TEACHER_CACHE]
+
+
+def test_listwise_two_ranks_follow_one_rank(tmp_path):
+    one = in_process(tmp_path / "one", *LISTWISE, "data.batch_size=4")
+    two = launch(tmp_path, "two", *TWO_RANKS, *LISTWISE, "data.batch_size=2", "logger=csv")
+    assert_same_training(one, two, **TOL)
+
+
+def test_token_level_two_ranks_follow_one_rank_and_share_one_teacher_table(tmp_path):
+    one = in_process(tmp_path / "one", *TOKEN, "data.batch_size=4")
+    two = launch(tmp_path, "two", *TWO_RANKS, *TOKEN, "data.batch_size=2", "logger=csv")
+    assert_same_training(one, two, **TOL)
+    for split in ("validation", "train"):
+        label = rf"teacher top-64 \[{split}, chosen\]"
+        for rank in (0, 1):
+            assert len(lines(two.log, label + rf": rank {rank} of 2 computed 8 rows")) == 1, (split, rank)
+        assert len(lines(two.log, label + ": merged 2 ranks' parts")) == 1
+    assert not lines(two.log, "reused")
+    # the merged tables hold the one-rank tables: rows in order, the same top-k
+    files = sorted(p.name for p in (tmp_path / "cache" / "teacher_topk").iterdir())
+    assert len(files) == 2 and all(name.endswith(".pt") and ".part-" not in name for name in files)
+    for name in files:
+        a = torch.load(tmp_path / "one" / "cache" / "teacher_topk" / name, weights_only=True)
+        b = torch.load(tmp_path / "cache" / "teacher_topk" / name, weights_only=True)
+        assert torch.equal(a["index"], b["index"]) and torch.equal(a["offsets"], b["offsets"])
+        assert torch.equal(a["ids"], b["ids"])
+        torch.testing.assert_close(b["logps"], a["logps"], rtol=1e-5, atol=1e-5)
