@@ -225,7 +225,7 @@ class PolicyModule(L.LightningModule):
 
     def _global_batch_means(self, means: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
         """Per-rank batch means -> means over every rank's rows, weighted by batch size, in one collective
-        (ranks log the same metric names: a loss's metrics do not depend on the data)."""
+        (every rank logs the same names at a step: they depend on the loss and on draws seeded alike on all)."""
         if self._trainer is None or self.trainer.world_size == 1:
             return means
         names = sorted(means)

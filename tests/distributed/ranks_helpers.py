@@ -22,14 +22,13 @@ from pathlib import Path
 import pytest
 from train_helpers import REPO, compose_train
 
-TWO_RANKS = ["hardware=ddp_cpu"]
+TWO_RANKS = ["hardware=ddp_cpu", "save_model=false"]  # DDP on two CPU ranks; these tests compare metrics
 # 16 rows: 2 ranks x batch 2 = 1 rank x batch 4 = 4 steps an epoch; 6 steps cross into the second epoch.
 COMMON = [
     "model=tiny",
     "data.max_samples=16",
     "trainer.max_steps=6",
     "trainer.max_epochs=2",
-    "save_model=false",
 ]
 
 
@@ -64,7 +63,7 @@ def in_process(tmp_path: Path, *overrides: str) -> Run:
     """The same run on one rank, in this process, with its own cache folder (``<tmp>/cache``)."""
     from prefdistill.train import train
 
-    cfg = compose_train(tmp_path, [*COMMON, "logger=csv", *overrides])
+    cfg = compose_train(tmp_path, [*COMMON, "logger=csv", "save_model=false", *overrides])
     train(cfg)
     return Run(Path(cfg.paths.output_dir), "", 0)
 
