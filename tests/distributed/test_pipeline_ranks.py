@@ -1,6 +1,6 @@
 """Pipeline stages on two CPU ranks: sampling and PAD's teacher scoring split the prompts between the ranks,
-every shard and part is written once, rank 0 merges once and writes the marker, and a later run reuses
-every stage on both ranks.
+every shard and part is written once, rank 0 merges once and writes the marker (an SFT stage runs on rank 0
+while rank 1 waits), and a later run reuses every stage on both ranks.
 
 16 prompts in shards of 4: rank r samples shards r and r + 2. Sample j of prompt i is seeded by
 (seed, i, j) and a shard is generated as one batch whoever runs it, so the samples equal one rank's.
@@ -19,7 +19,8 @@ from prefdistill.generation.shards import read_shards
 pytestmark = pytest.mark.slow
 
 SHORT = ["trainer.max_steps=2", "pipeline.prepare.sampler.shard_size=4"]
-PLAD = ["method=plad", "teacher=tiny", *SHORT]
+SFT = ["pipeline.prepare.sft_student=${pipeline.sft}", "pipeline.sft.max_steps=2"]  # rank 0 trains, rank 1 waits
+PLAD = ["method=plad", "teacher=tiny", *SHORT, *SFT]
 PAD = ["method=pad", "teacher=tiny", *SHORT]
 
 
@@ -42,14 +43,14 @@ def test_plad_samples_each_shard_once_on_its_rank_and_a_rerun_reuses_every_stage
             assert len(wrote) == 1 and f"rank {k % 2} of 2" in wrote[0], (role, k, wrote)
         records = read_shards(folder)  # raises unless exactly one record per (prompt, sample)
         assert [(r["index"], r["sample"]) for r in records] == [(i, 0) for i in range(16)]
-    for stage in ("samples-teacher", "samples-student", "plad-pairs"):
+    for stage in ("sft-student", "samples-teacher", "samples-student", "plad-pairs"):
         assert len(lines(run.log, rf"stage {stage} +ran ")) == 1, stage  # the marker: rank 0, once
     pairs = _jsonl(_stage(tmp_path / "cache", "plad-pairs") / "pairs.jsonl")
     assert [row["id"] for row in pairs] == [r["id"] for r in records]  # one pair per prompt, in order
     assert run.metrics()["global_step"] == 2
 
     again = launch(tmp_path, "plad-again", *TWO_RANKS, *PLAD, "data.batch_size=2", "logger=csv")
-    for stage in ("samples-teacher", "samples-student", "plad-pairs"):
+    for stage in ("sft-student", "samples-teacher", "samples-student", "plad-pairs"):
         assert len(lines(again.log, rf"stage {stage} +reused ")) == 2, stage  # both ranks
     assert not lines(again.log, "wrote shard|stage .* ran ")
 
