@@ -148,3 +148,22 @@ class RecordRankBatches(Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         with open(self.path, "a") as f:
             f.write(json.dumps([trainer.global_rank, trainer.global_step, batch["index"].tolist()]) + "\n")
+
+
+class NonFiniteLossOnRank(Callback):
+    """Make rank ``rank``'s loss NaN at the batch starting at ``global_step == step`` (other ranks' stay finite)."""
+
+    def __init__(self, rank: int, step: int):
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_rank != self.rank or trainer.global_step != self.step:
+            return
+        compute = type(module).compute
+
+        def nan_once(batch):
+            del module.compute  # the class's method again from the next batch on
+            loss, metrics = compute(module, batch)
+            return loss * float("nan"), metrics
+
+        module.compute = nan_once

@@ -162,13 +162,28 @@ class PolicyModule(L.LightningModule):
 
     # -- numerics guard ----------------------------------------------------------------
     def guard_finite(self, loss: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor | None:
-        """Return ``loss`` if finite; else count the step, and stop after ``max_bad_steps`` in a row."""
-        if torch.isfinite(loss):
+        """Return ``loss`` if finite; else count the step, and stop after ``max_bad_steps`` in a row.
+
+        On several ranks the loss must be finite on every rank, else every rank stops at once: Lightning
+        refuses a skipped step there (a rank returning None), and a rank that failed alone would leave the
+        others waiting in the gradient all-reduce.
+        """
+        finite = torch.isfinite(loss.detach()).float()
+        several = self._trainer is not None and self.trainer.world_size > 1
+        if several:
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if finite.item() == 1.0:
             self._bad_steps_in_a_row = 0
             return loss
+        rows = [] if index is None else index.tolist()
+        where = "" if not torch.isfinite(loss) else " on another rank"
+        if several:
+            raise FloatingPointError(
+                f"non-finite loss{where} at step {self.global_step} (this rank's dataset rows {rows}); a step "
+                "cannot be skipped on several ranks: lower the learning rate or check those rows"
+            )
         self._bad_steps_in_a_row += 1
         self.bad_steps_total += 1
-        rows = [] if index is None else index.tolist()
         log.warning("non-finite loss at step %d (dataset rows %s): step skipped", self.global_step, rows)
         if self._bad_steps_in_a_row >= self.max_bad_steps:
             raise FloatingPointError(

@@ -1,5 +1,6 @@
 """A listwise (PAD's pd on scored lists) and a token-level (forward-KL KD from a cached teacher top-k) method
-on two CPU ranks follow one rank with the global batch, and the teacher table is computed once.
+on two CPU ranks follow one rank with the global batch, and the teacher table is computed once; a loss that
+is non-finite on one rank only stops both (no rank waits for the other).
 
 Why the two runs must agree, and the tolerance: see ``test_ddp_pairwise.py``. Both losses are means of
 per-example terms (pd: one Plackett-Luce divergence per list; kd_fkl: each example's token mean), so the
@@ -46,3 +47,15 @@ def test_token_level_two_ranks_follow_one_rank_and_share_one_teacher_table(tmp_p
         assert torch.equal(a["index"], b["index"]) and torch.equal(a["offsets"], b["offsets"])
         assert torch.equal(a["ids"], b["ids"])
         torch.testing.assert_close(b["logps"], a["logps"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_loss_non_finite_on_one_rank_stops_both_ranks_at_once(tmp_path):
+    nan = [
+        "+callbacks.nan._target_=train_helpers.NonFiniteLossOnRank",
+        "+callbacks.nan.rank=1",
+        "+callbacks.nan.step=2",
+    ]
+    run = launch(tmp_path, "nan", *TWO_RANKS, "data.batch_size=2", "logger=csv", *nan, expect=1, timeout=120)
+    # rank 0 stops on rank 1's NaN (rank 1 stops on its own, or is ended by rank 0's launcher first)
+    assert lines(run.log, r"FloatingPointError: non-finite loss on another rank at step 2 ")
+    assert not (run.folder / "metrics.json").exists()

@@ -19,7 +19,7 @@ from prefdistill.generation.shards import read_shards
 pytestmark = pytest.mark.slow
 
 SHORT = ["trainer.max_steps=2", "pipeline.prepare.sampler.shard_size=4"]
-SFT = ["pipeline.prepare.sft_student=${pipeline.sft}", "pipeline.sft.max_steps=2"]  # rank 0 trains, rank 1 waits
+SFT = ["pipeline.prepare.sft_student=${pipeline.sft}", "pipeline.sft.max_steps=2"]  # on rank 0; rank 1 waits
 PLAD = ["method=plad", "teacher=tiny", *SHORT, *SFT]
 PAD = ["method=pad", "teacher=tiny", *SHORT]
 
