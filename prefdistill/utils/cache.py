@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,13 @@ class TensorCache:
     def _merge_ranks(self, key: str, data: dict[str, torch.Tensor], label: str) -> dict:
         """Every rank's part of ``key`` (``data`` is this rank's) merged into one entry, saved once, read by all."""
         rank, world = distributed.rank(), distributed.world_size()
-        part = self.root / f"{key}.part-{rank}-of-{world}.pt"
-        with atomic_file(part) as tmp:
+        run = distributed.gather(uuid.uuid4().hex[:8])[0]  # rank 0's: parts of another job never mix in
+        paths = [self.root / f"{key}.part-{run}-{r}-of-{world}.pt" for r in range(world)]
+        with atomic_file(paths[rank]) as tmp:
             torch.save({name: t.detach().cpu() for name, t in data.items()}, tmp)
         log.info("%s: rank %d of %d computed %d rows", label, rank, world, len(data["index"]))
         distributed.barrier()
         if rank == 0:
-            paths = [self.root / f"{key}.part-{r}-of-{world}.pt" for r in range(world)]
             merged = merge_parts([torch.load(p, map_location="cpu", weights_only=True) for p in paths])
             log.info("%s: merged %d ranks' parts into %s", label, world, self.save(key, **merged))
             for p in paths:

@@ -68,7 +68,8 @@ def all_true(flag: bool) -> bool:
 
 
 def gather(obj) -> list:
-    """``obj`` of every rank, in rank order (``[obj]`` on one rank); small objects (pickled through gloo)."""
+    """``obj`` of every rank, in rank order (``[obj]`` on one rank); pickled and sent through gloo, in host
+    memory, so every rank ends up holding all of them."""
     if not connected():
         return [obj]
     out: list = [None] * world_size()
