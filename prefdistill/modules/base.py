@@ -9,6 +9,7 @@ reference or teacher: those are rebuilt from their specs on resume).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -61,6 +62,10 @@ class PolicyModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self.strict_loading = False  # checkpoints hold trainable weights only
         self._bad_steps_in_a_row = 0
+        self.restored = False  # resumed from a checkpoint (on_load_checkpoint)
+        self.reference_spec: ModelSpec | None = None  # modules whose losses need a reference set these
+        self.reference: torch.nn.Module | None = None
+        self.reference_cache = None
         self.bad_steps_total = 0
         self.last_fit_validation_step: int | None = None  # step of the last validation inside fit
         self.save_hyperparameters(
@@ -75,6 +80,48 @@ class PolicyModule(L.LightningModule):
 
     def configure_extra_models(self) -> None:
         """Load frozen models (reference, teacher) the loss needs. Subclasses override."""
+
+    # -- the reference (modules whose losses compare the policy with a frozen reference) ----
+    # Such a module sets ``reference_spec`` (None = the policy's own spec) and ``reference_cache``.
+    @property
+    def needs_reference(self) -> bool:
+        return "reference" in self.loss.needs
+
+    def load_reference(self) -> None:
+        """Hold a frozen reference copy only when one is needed: not with LoRA (the adapter-disabled policy
+        is the reference) and not when its log-probs come from the cache."""
+        cached = self.reference_cache is not None
+        if self.needs_reference and not self.uses_lora and not cached and self.reference is None:
+            self.reference = load_model(self.reference_spec or self.policy_spec, trainable=False)
+
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The network that computes reference log-probs, in eval mode (no dropout), without gradients.
+
+        With LoRA: the policy with its adapters disabled. Else the frozen copy; or, before the first step of a
+        fresh run with no separate reference spec, the untrained policy itself (it *is* the reference, so no
+        second copy is held); after that, a copy loaded just for this pass.
+        """
+        if self.uses_lora:
+            with self._in_eval(self.policy), self.policy.disable_adapter():
+                yield self.policy
+        elif self.reference is not None:
+            yield self.reference
+        elif self.reference_spec is None and self.global_step == 0 and not self.restored:
+            with self._in_eval(self.policy):
+                yield self.policy
+        else:
+            yield load_model(self.reference_spec or self.policy_spec, trainable=False).to(self.device)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _in_eval(model: torch.nn.Module):
+        was_training = model.training
+        model.eval()
+        try:
+            yield model
+        finally:
+            model.train(was_training)
 
     @property
     def uses_lora(self) -> bool:
@@ -204,6 +251,7 @@ class PolicyModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored = True  # the policy is no longer the untrained one
         state = checkpoint.get("prefdistill", {})
         self.bad_steps_total = state.get("bad_steps_total", 0)
         self.loss_state.update(state.get("loss_state", {}))
@@ -212,6 +260,23 @@ class PolicyModule(L.LightningModule):
             random.setstate(state["rng"]["python"])
             name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+    # -- steps: every kind's module defines compute(batch) -> (loss, metrics) ----------------
+    def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        loss, metrics = self.compute(batch)
+        self.log_metrics("train", metrics, batch_size=len(batch["index"]))
+        return self.guard_finite(loss, batch.get("index"))
+
+    def validation_step(self, batch, batch_idx):
+        _, metrics = self.compute(batch)
+        self.log_metrics("val", metrics, batch_size=len(batch["index"]))
+
+    def test_step(self, batch, batch_idx):
+        _, metrics = self.compute(batch)
+        self.log_metrics("test", metrics, batch_size=len(batch["index"]))
 
     def log_metrics(self, split: str, metrics: dict[str, torch.Tensor], batch_size: int) -> None:
         """Log ``metrics`` (per-row tensors or scalars) as ``<split>/<name>`` batch means.

@@ -52,12 +52,3 @@ class ListwiseModule(PolicyModule):
         )
         loss = out.loss.mean()
         return loss, {**out.metrics, "loss": loss.detach()}
-
-    def training_step(self, batch, batch_idx):
-        loss, metrics = self.compute(batch)
-        self.log_metrics("train", metrics, batch_size=batch["scores"].shape[0])
-        return self.guard_finite(loss, batch.get("index"))
-
-    def validation_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("val", metrics, batch_size=batch["scores"].shape[0])

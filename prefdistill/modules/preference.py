@@ -20,14 +20,13 @@ reference copy (no LoRA disabled-adapter reference, no reference cache) and chec
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
 from tqdm.auto import tqdm
 
 from prefdistill.losses import PairwiseInputs
-from prefdistill.models import ModelSpec, load_model, response_logps
+from prefdistill.models import ModelSpec, response_logps
 from prefdistill.models.logprobs import TokenLogps, flat_token_logps
 from prefdistill.models.packing import shared_prompt_logps, shared_prompt_token_logps
 from prefdistill.modules.base import PolicyModule
@@ -48,7 +47,9 @@ def sync_settings(setting: dict | None) -> dict | None:
     setting = {} if setting is True else dict(setting)
     unknown = set(setting) - set(SYNC_DEFAULTS)
     if unknown:
-        raise ValueError(f"module.sync_reference takes {sorted(SYNC_DEFAULTS)}, got unknown keys {sorted(unknown)}")
+        raise ValueError(
+            f"module.sync_reference takes {sorted(SYNC_DEFAULTS)}, got unknown keys {sorted(unknown)}"
+        )
     out = {**SYNC_DEFAULTS, **setting}
     if int(out["every_steps"]) < 1 or not 0.0 < float(out["alpha"]) <= 1.0:
         raise ValueError(f"module.sync_reference needs every_steps >= 1 and alpha in (0, 1], got {out}")
@@ -73,28 +74,24 @@ class PreferenceModule(PolicyModule):
                 f"PreferenceModule trains pairwise losses; {self.loss.name!r} is a {self.loss.kind} loss"
             )
         self.reference_spec = reference
-        self.reference: torch.nn.Module | None = None
         self.sync_reference = sync_settings(sync_reference)
         self._last_sync_step = 0
         self._check_sync()
         cache = self._reference_cache_folder(reference_cache)
         self.reference_cache = ReferenceCache(cache) if cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
-        self._restored = False
         forward = "shared_prompt" if forward == "auto" else forward
         if forward not in FORWARD_MODES:
             raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
         self.forward_mode = forward  # how sequence_logps runs a pair batch (policy, reference, cache)
 
-    @property
-    def needs_reference(self) -> bool:
-        return "reference" in self.loss.needs
-
     def _check_sync(self) -> None:
         if self.sync_reference is None:
             return
         if not self.needs_reference:
-            raise ValueError(f"module.sync_reference: loss {self.loss.name!r} uses no reference model to sync")
+            raise ValueError(
+                f"module.sync_reference: loss {self.loss.name!r} uses no reference model to sync"
+            )
         if self.uses_lora:
             raise ValueError(
                 "module.sync_reference needs a separate reference copy, but with LoRA the reference is the "
@@ -124,13 +121,10 @@ class PreferenceModule(PolicyModule):
         return None
 
     def configure_extra_models(self) -> None:
-        cached = self.reference_cache is not None
-        if self.needs_reference and not self.uses_lora and not cached and self.reference is None:
-            self.reference = load_model(self.reference_spec or self.policy_spec, trainable=False)
+        self.load_reference()
 
     def on_load_checkpoint(self, checkpoint) -> None:
         super().on_load_checkpoint(checkpoint)
-        self._restored = True
         self._last_sync_step = checkpoint.get("prefdistill", {}).get("last_sync_step", 0)
 
     # -- forward -----------------------------------------------------------------------
@@ -159,36 +153,15 @@ class PreferenceModule(PolicyModule):
         input_ids, attention_mask, labels = self._concat(batch, sides)
         return response_logps(model, input_ids, attention_mask, labels, chunk_size=self.chunk_size)
 
-    @contextlib.contextmanager
-    def _reference_model(self):
-        """The network that computes reference log-probs, in eval mode, without gradients."""
-        if self.uses_lora:
-            was_training = self.policy.training
-            self.policy.eval()  # no dropout: the base model as a frozen reference would run it
-            try:
-                with self.policy.disable_adapter():
-                    yield self.policy
-            finally:
-                self.policy.train(was_training)
-        elif self.reference is not None:
-            yield self.reference
-        elif self.reference_spec is None and self.global_step == 0 and not self._restored:
-            was_training = self.policy.training
-            self.policy.eval()  # untrained policy == reference: no second copy needed
-            try:
-                yield self.policy
-            finally:
-                self.policy.train(was_training)
-        else:  # policy already trained: load the reference just for this pass
-            yield load_model(self.reference_spec or self.policy_spec, trainable=False).to(self.device)
-
     def token_logps(self, model, batch, sides, with_sq: bool = False) -> TokenLogps:
         """Per-token log-probs of ``[chosen; rejected]`` (or chosen alone), through the same forward as
         ``sequence_logps``; ``with_sq`` adds every token's ``log Σ_v p_v²`` (WPO)."""
         if self.forward_mode == "shared_prompt" and tuple(sides) == SIDES:
             return shared_prompt_token_logps(model, batch, chunk_size=self.chunk_size, with_sq=with_sq)
         input_ids, attention_mask, labels = self._concat(batch, sides)
-        return flat_token_logps(model, input_ids, attention_mask, labels, chunk_size=self.chunk_size, with_sq=with_sq)
+        return flat_token_logps(
+            model, input_ids, attention_mask, labels, chunk_size=self.chunk_size, with_sq=with_sq
+        )
 
     @torch.no_grad()
     def reference_logps(self, batch, sides) -> torch.Tensor:
@@ -197,7 +170,7 @@ class PreferenceModule(PolicyModule):
             if torch.isnan(rows).any():
                 raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
             return torch.cat([rows[:, k] for k in range(len(sides))]).to(self.device)
-        with self._reference_model() as model:
+        with self.reference_model() as model:
             logps, _ = self.sequence_logps(model, batch, sides)
         return logps
 
@@ -216,7 +189,7 @@ class PreferenceModule(PolicyModule):
     @torch.no_grad()
     def _compute_reference(self, loader, split: str) -> dict[str, torch.Tensor]:
         index, chosen, rejected = [], [], []
-        with self._reference_model() as model:
+        with self.reference_model() as model:
             for batch in tqdm(loader, desc=f"reference log-probs [{split}]", leave=False):
                 batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 logps, _ = self.sequence_logps(model, batch, SIDES)
@@ -252,7 +225,7 @@ class PreferenceModule(PolicyModule):
         if "reference_token_logps" not in self.loss.needs:
             ref = self.reference_logps(batch, sides)
             return {"ref_chosen_logps": ref[:n], "ref_rejected_logps": ref[n:]}
-        with self._reference_model() as model:
+        with self.reference_model() as model:
             flat = self.token_logps(model, batch, sides)
         values, _, _ = flat.padded()
         ref = flat.sums()
@@ -295,29 +268,21 @@ class PreferenceModule(PolicyModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.global_step
-        if self.sync_reference and step > self._last_sync_step and step % self.sync_reference["every_steps"] == 0:
+        if (
+            self.sync_reference
+            and step > self._last_sync_step
+            and step % self.sync_reference["every_steps"] == 0
+        ):
             self.sync_reference_now()
             self._last_sync_step = step
 
     def on_save_checkpoint(self, checkpoint) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.sync_reference and self.reference is not None:  # the reference has moved: keep it
-            checkpoint["state_dict"].update({f"reference.{k}": v for k, v in self.reference.state_dict().items()})
+            checkpoint["state_dict"].update(
+                {f"reference.{k}": v for k, v in self.reference.state_dict().items()}
+            )
             checkpoint["prefdistill"]["last_sync_step"] = self._last_sync_step
-
-    # -- Lightning hooks ---------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
-        loss, metrics = self.compute(batch)
-        self.log_metrics("train", metrics, batch_size=batch["chosen_input_ids"].shape[0])
-        return self.guard_finite(loss, batch.get("index"))
-
-    def validation_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("val", metrics, batch_size=batch["chosen_input_ids"].shape[0])
-
-    def test_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("test", metrics, batch_size=batch["chosen_input_ids"].shape[0])
 
 
 def _per_side(fields: dict, sides, n: int) -> dict:

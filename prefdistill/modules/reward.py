@@ -58,16 +58,3 @@ class RewardModule(PolicyModule):
         )
         loss = out.loss.mean()
         return loss, {**out.metrics, "loss": loss.detach()}
-
-    def training_step(self, batch, batch_idx):
-        loss, metrics = self.compute(batch)
-        self.log_metrics("train", metrics, batch_size=batch["chosen_input_ids"].shape[0])
-        return self.guard_finite(loss, batch.get("index"))
-
-    def validation_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("val", metrics, batch_size=batch["chosen_input_ids"].shape[0])
-
-    def test_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("test", metrics, batch_size=batch["chosen_input_ids"].shape[0])

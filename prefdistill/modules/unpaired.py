@@ -21,14 +21,12 @@ log-prob of each class (``reward/desirable``, ``logps/undesirable``, ...) and, o
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from tqdm.auto import tqdm
 
 from prefdistill.data.collate import as_pair_batch
 from prefdistill.losses import UnpairedInputs
-from prefdistill.models import ModelSpec, load_model, response_logps
+from prefdistill.models import ModelSpec, response_logps
 from prefdistill.models.packing import shared_prompt_logps
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.reference_cache import ReferenceCache, lookup_table
@@ -91,32 +89,20 @@ class UnpairedModule(PolicyModule):
                 f"UnpairedModule trains unpaired losses; {self.loss.name!r} is a {self.loss.kind} loss"
             )
         self.reference_spec = reference
-        self.reference: torch.nn.Module | None = None
         cache = self.auto_cache(reference_cache, "reference_logps") if self.needs_reference else None
         self.reference_cache = ReferenceCache(cache) if cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
-        self._restored = False
         forward = "shared_prompt" if forward == "auto" else forward
         if forward not in FORWARD_MODES:
             raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
         self.forward_mode = forward
 
     @property
-    def needs_reference(self) -> bool:
-        return "reference" in self.loss.needs
-
-    @property
     def needs_kl(self) -> bool:
         return "kl_pairs" in self.loss.needs
 
     def configure_extra_models(self) -> None:
-        cached = self.reference_cache is not None
-        if self.needs_reference and not self.uses_lora and not cached and self.reference is None:
-            self.reference = load_model(self.reference_spec or self.policy_spec, trainable=False)
-
-    def on_load_checkpoint(self, checkpoint) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self._restored = True
+        self.load_reference()
 
     # -- forward -----------------------------------------------------------------------
     def pair_view(self, batch, kl: bool) -> dict:
@@ -143,34 +129,11 @@ class UnpairedModule(PolicyModule):
         ]
         return response_logps(model, *rows, chunk_size=self.chunk_size)
 
-    @contextlib.contextmanager
-    def _reference_model(self):
-        """The network that computes reference log-probs, in eval mode, without gradients (as PreferenceModule)."""
-        if self.uses_lora:
-            was_training = self.policy.training
-            self.policy.eval()
-            try:
-                with self.policy.disable_adapter():
-                    yield self.policy
-            finally:
-                self.policy.train(was_training)
-        elif self.reference is not None:
-            yield self.reference
-        elif self.reference_spec is None and self.global_step == 0 and not self._restored:
-            was_training = self.policy.training
-            self.policy.eval()  # untrained policy == reference
-            try:
-                yield self.policy
-            finally:
-                self.policy.train(was_training)
-        else:
-            yield load_model(self.reference_spec or self.policy_spec, trainable=False).to(self.device)
-
     @torch.no_grad()
     def reference_logps(self, batch, kl: bool) -> torch.Tensor:
         """(B,) or (2B,) reference log-probs of ``[matched; mismatched]``: from the cache, or one forward."""
         if self.reference_cache is None:
-            with self._reference_model() as model:
+            with self.reference_model() as model:
                 return self.sequence_logps(model, self.pair_view(batch, kl))[0]
         rows = self._reference_table(self.current_split())[batch["index"].cpu()][:, : 2 if kl else 1]
         if torch.isnan(rows).any():
@@ -193,7 +156,7 @@ class UnpairedModule(PolicyModule):
     def _compute_reference(self, loader, split: str) -> dict[str, torch.Tensor]:
         """Every row's reference log-probs of its completion and (when it has one) its KL completion."""
         index, matched, mismatched = [], [], []
-        with self._reference_model() as model:
+        with self.reference_model() as model:
             for batch in tqdm(loader, desc=f"reference log-probs [{split}]", leave=False):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 kl = "kl_input_ids" in batch
@@ -256,16 +219,3 @@ class UnpairedModule(PolicyModule):
                 batch_size=rows,
                 sync_dist=not on_step,
             )
-
-    def training_step(self, batch, batch_idx):
-        loss, metrics = self.compute(batch)
-        self.log_metrics("train", metrics, batch_size=batch["index"].shape[0])
-        return self.guard_finite(loss, batch.get("index"))
-
-    def validation_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("val", metrics, batch_size=batch["index"].shape[0])
-
-    def test_step(self, batch, batch_idx):
-        _, metrics = self.compute(batch)
-        self.log_metrics("test", metrics, batch_size=batch["index"].shape[0])
