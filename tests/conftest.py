@@ -28,3 +28,13 @@ def tiny_cfg(tmp_path):
         return compose_train(tmp_path, TINY_OVERRIDES + list(extra))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_wandb_service():
+    """A W&B run made in this process starts a service and exports ``WANDB_SERVICE``; a train.py launched
+    later by another test would join that service, where a run id of a killed launch stays "in use".
+    Each test's subprocesses start their own service."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)

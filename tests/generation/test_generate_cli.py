@@ -68,7 +68,7 @@ def test_killed_run_resumes_with_exactly_one_record_per_prompt_and_sample(tmp_pa
     proc = _run(args, env)
     log = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, log
-    assert f"{len(finished)}/8 shards done" in log
+    assert f"{len(finished)}/8 shards of rank 0 of 1 done" in log
     for name, stamp in finished.items():  # finished shards were kept, not regenerated
         assert ((out / name).stat().st_ino, (out / name).stat().st_mtime_ns) == stamp
     lines = [

@@ -43,7 +43,20 @@ def _batches(name: str):
     full = next(iter(dm.train_dataloader()))
     dm.batch_size = 1
     halves = list(dm.train_dataloader())[:2]  # the full batch's rows (one permutation whatever the size)
-    return full, halves
+    return full, halves, dm
+
+
+def _attach_for_aligned_table(module, dm) -> None:
+    """Cross-tokenizer losses read the teacher's aligned table of the trainer's datamodule: one 1-step fit
+    (lr 0) builds it, and compute() then reads the train split's table."""
+    import lightning as L
+
+    module.optimizer_factory = partial(torch.optim.SGD, lr=0.0)
+    L.Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    ).fit(module, datamodule=dm)  # fmt: skip
+    module.current_split = lambda: "train"
 
 
 def _grads(module, batches, scale):
@@ -64,7 +77,9 @@ def test_gradient_accumulation_matches_a_larger_batch(name):
     extra |= {"teacher": TEACHER} if "teacher" in loss.needs else {}
     module = build_module(loss=loss, policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), **extra)
     module.configure_model()
-    full, halves = _batches(name)
+    full, halves, dm = _batches(name)
+    if "cross_tokenizer" in loss.needs:
+        _attach_for_aligned_table(module, dm)
     if rollouts:  # the loss trains on rollouts: one rollout of the full batch, split in two
         full = module.maybe_rollout(full)
         halves = [{k: v[i : i + 1] if torch.is_tensor(v) else v for k, v in full.items()} for i in range(2)]
