@@ -73,9 +73,13 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _scorer(scorer: str | Scorer | None, teacher, template: str, batch_size: int) -> Scorer | None:
+def _scorer(scorer, teacher, template: str, batch_size: int) -> Scorer | None:
+    """The scoring function of ``scorer``: a name, a callable, or an object with ``score(prompts, responses)``
+    (a :class:`~prefdistill.eval.reward.RewardModel`, e.g. a reward model trained here)."""
     if scorer is None or callable(scorer):
         return scorer
+    if hasattr(scorer, "score"):
+        return scorer.score
     if scorer == "teacher_likelihood":
         from prefdistill.models import load_model, load_tokenizer
 
@@ -84,8 +88,15 @@ def _scorer(scorer: str | Scorer | None, teacher, template: str, batch_size: int
     if scorer.startswith("reward_model:"):
         return reward_model_scorer(scorer.split(":", 1)[1], batch_size=batch_size)
     raise ValueError(
-        f"unknown scorer {scorer!r}: use 'teacher_likelihood', 'reward_model:<hf id>' or a callable"
+        f"unknown scorer {scorer!r}: use 'teacher_likelihood', 'reward_model:<hf id>', a callable or a RewardModel"
     )
+
+
+def _scorer_name(scorer) -> str | None:
+    """The scorer's part of the pairs' cache key: its name (a reward model's names its folder)."""
+    if scorer is None or isinstance(scorer, str):
+        return scorer
+    return getattr(scorer, "name", None) or getattr(scorer, "__qualname__", "callable")
 
 
 def prepare_plad_data(
@@ -98,7 +109,8 @@ def prepare_plad_data(
     sampling: SamplingParams | None = None,
     teacher_sampling: SamplingParams | None = None,
     real_ratio: float = 0.0,
-    scorer: str | Callable | None = None,
+    scorer: str | Callable | object | None = None,
+    score_pairs: bool = False,
     sft_student: SFTStep | None = None,
     sft_teacher: SFTStep | None = None,
     seed: int = 0,
@@ -108,7 +120,10 @@ def prepare_plad_data(
     ``sampling`` (default: T=1, 128 new tokens, one sample) is the student's, ``teacher_sampling``
     (default: the same settings, seed + 1) the teacher's; sample ``j`` of the teacher is paired with sample ``j`` of
     the student. ``real_ratio`` of the pairs are re-ordered by ``scorer`` (``"teacher_likelihood"``,
-    ``"reward_model:<hf id>"`` or a callable ``(prompts, responses) -> scores``).
+    ``"reward_model:<hf id>"``, a callable ``(prompts, responses) -> scores`` or an object with that
+    ``score`` method, such as a reward model trained here); ``score_pairs`` writes the scorer's
+    ``chosen_score``/``rejected_score`` on every pair (PLaD's margin loss needs them). A scorer that is a
+    stage's output (``scorer.stage``, :mod:`~prefdistill.pipeline.reward_model`) joins ``stages`` when used.
     """
     sampler = sampler or Sampler()
     sampling = sampling or SamplingParams(temperature=1.0, max_new_tokens=128, seed=seed)
@@ -122,13 +137,14 @@ def prepare_plad_data(
     t_samples = sample_stage("teacher", teacher, data, dkey, teacher_sampling, sampler, cache_dir)
     s_samples = sample_stage("student", student, data, dkey, sampling, sampler, cache_dir)
     stages += [t_samples, s_samples]
-    scorer_name = (
-        scorer if isinstance(scorer, str) or scorer is None else getattr(scorer, "__qualname__", "callable")
-    )
+    uses_scorer = real_ratio > 0 or score_pairs
+    scorer_name = _scorer_name(scorer)
+    if uses_scorer and getattr(scorer, "stage", None) is not None:
+        stages.append(scorer.stage)  # e.g. the reward-model stage: this row needed it
     key = hash_inputs({
         "teacher": t_samples.path.name, "student": s_samples.path.name, "real_ratio": real_ratio,
         "scorer": scorer_name, "scorer_model": model_key(teacher) if scorer == "teacher_likelihood" else None,
-        "seed": seed,
+        "seed": seed, **({"score_pairs": True} if score_pairs else {}),
     })  # fmt: skip
 
     def build(folder: Path) -> dict:
@@ -140,17 +156,18 @@ def prepare_plad_data(
                 ids.append(data.ids[i] if min(len(ts), len(ss)) == 1 else f"{data.ids[i]}-{j}")
                 t_flat.append(ts[j])
                 s_flat.append(ss[j])
-        score_fn = _scorer(scorer, teacher, sampler.template, sampler.batch_size) if real_ratio > 0 else None
+        score_fn = _scorer(scorer, teacher, sampler.template, sampler.batch_size) if uses_scorer else None
         rows, stats = build_plad_pairs(
-            prompts, t_flat, s_flat, ids=ids, scorer=score_fn, real_ratio=real_ratio, seed=seed
-        )
+            prompts, t_flat, s_flat, ids=ids, scorer=score_fn, real_ratio=real_ratio, score_all=score_pairs,
+            seed=seed,
+        )  # fmt: skip
         if not rows:
             raise ValueError(f"PLaD: every pair was degenerate ({stats}); nothing to train on")
         write_jsonl(folder / "pairs.jsonl", rows)
         log.info("PLaD pairs: %s", stats)
         return stats
 
-    desc = {"real_ratio": real_ratio, "scorer": scorer_name, "seed": seed}
+    desc = {"real_ratio": real_ratio, "scorer": scorer_name, "score_pairs": score_pairs, "seed": seed}
     pairs = Stage("plad-pairs", key, build, description=desc).run(cache_dir)
     stages.append(pairs)
     log.info("PLaD data stages:\n%s", summarize(stages))

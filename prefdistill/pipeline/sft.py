@@ -4,7 +4,9 @@
 response) records of a dataset with the ``sft`` loss (NLL of the response) through the same
 module and data code as ``train.py``, then writes a plain transformers folder (LoRA merged) that
 the next stages load. The recipe (data, steps, lr, ...) is the stage's cache key, so a re-run
-with the same settings reuses the fine-tuned model.
+with the same settings reuses the fine-tuned model. The trainer runs the
+:class:`~prefdistill.callbacks.ThroughputMonitor`, and the stage records the tokens it trained on
+(``{"tokens": ...}`` in its marker, the cost columns' count; ``prefdistill/eval/cost.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from prefdistill.callbacks import ThroughputMonitor
 from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
@@ -34,8 +37,9 @@ def sft_finetune(
     batch_size: int = 8,
     seed: int = 0,
     accelerator: str = "auto",
-) -> None:
-    """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``).
+) -> dict:
+    """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``);
+    returns ``{"tokens": n}``, the tokens every model forwarded in training (the policy's only).
 
     Stops at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (``max_steps=-1``
     with ``max_epochs=1``: one epoch, as PLaD's SFT)."""
@@ -48,19 +52,22 @@ def sft_finetune(
     )
     datamodule.connect(tokenizer)
     module = PreferenceModule(policy=spec, loss=get_loss("sft"), optimizer=partial(torch.optim.AdamW, lr=lr))
+    monitor = ThroughputMonitor()
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=max_epochs or -1, accelerator=accelerator, devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
+        callbacks=[monitor],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out_dir = Path(out_dir)
     if not module.uses_lora:
         merge_and_save(module.policy, tokenizer, out_dir)
-        return
-    staging = out_dir.parent / f".{out_dir.name}.adapter"
-    merge_and_save(module.policy, tokenizer, staging, merge=True)
-    shutil.move(str(staging / "merged"), str(out_dir))  # the plain, merged model
-    shutil.rmtree(staging, ignore_errors=True)
+    else:
+        staging = out_dir.parent / f".{out_dir.name}.adapter"
+        merge_and_save(module.policy, tokenizer, staging, merge=True)
+        shutil.move(str(staging / "merged"), str(out_dir))  # the plain, merged model
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"tokens": monitor.totals()["forward_tokens"]}
 
 
 def sft_step(

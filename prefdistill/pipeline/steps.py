@@ -25,8 +25,9 @@ class SFTStep:
     """How to fine-tune a model before sampling.
 
     ``fn(spec, out_dir)`` trains ``spec`` and saves a plain transformers folder (full weights, LoRA
-    merged, and the tokenizer) at ``out_dir``. ``config`` names the recipe (data, steps, lr, ...)
-    for the cache key: the same spec and config reuse the saved model.
+    merged, and the tokenizer) at ``out_dir``; it may return counters for the stage's marker (``tokens``
+    trained on, read by the cost columns). ``config`` names the recipe (data, steps, lr, ...) for the
+    cache key: the same spec and config reuse the saved model.
     """
 
     fn: Callable[..., None]
@@ -67,8 +68,8 @@ def finetuned(
     key = hash_inputs({"model": spec.identity(), "sft": sft.config})
 
     def train(folder: Path) -> dict:
-        sft.fn(spec, folder / "model")
-        return {"model": str(folder / "model")}
+        counters = sft.fn(spec, folder / "model") or {}
+        return {"model": str(folder / "model"), **counters}
 
     result = Stage(f"sft-{role}", key, train, description={"model": spec.name_or_path, **sft.config}).run(
         cache_dir

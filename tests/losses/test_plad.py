@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from bound import bound
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from prefdistill.losses import get_loss
-from bound import bound
 
 plad_rank, plad_margin = bound("plad_rank"), bound("plad_margin")
 METHOD_DIR = Path(__file__).resolve().parents[2] / "configs" / "method"

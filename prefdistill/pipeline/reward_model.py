@@ -1,0 +1,102 @@
+"""A reward model trained here, as a cached stage that evaluation and the scoring pipelines share.
+
+    rm = trained_reward_model(base=spec, data={...}, max_steps=100, lr=1e-4, batch_size=8, seed=0,
+                              cache_dir="~/.cache/prefdistill")      # trains once, then reuses the folder
+    rm.score(prompts, responses)     # a prefdistill.eval.reward.RewardModel (input_format chat)
+    rm.stage.info                    # {"model", "tokens", "val_accuracy", "val_pairs", "val_margin"}
+
+Stage ``reward-model`` trains the ``reward`` loss (Bradley-Terry, ``prefdistill/losses/reward.py``; what
+``python train.py method=reward`` runs) with :class:`~prefdistill.modules.RewardModule` on the pairs of
+``data`` (its train split; ``chosen`` preferred), then measures the held-out pair accuracy on its
+validation split and saves a standalone ``AutoModelForSequenceClassification`` folder. The stage is
+keyed by the base model and the recipe, so every job of a sweep -- the evaluation suite's ``reward``
+scorer, PLaD's margin scores (``pipeline.prepare.scorer``), PAD's reward-model scores -- loads the same
+folder by building the same config node (``configs/experiment/distill_study.yaml``: ``reward_model``).
+The PLaD protocol (Zhang et al., 2024, Sec. 5) needs such a model for its RM win rates; a
+:class:`StageRewardModel` also carries its stage, so a row that trains on its scores counts its cost.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from prefdistill.eval.reward import RewardModel
+from prefdistill.pipeline.stages import Stage, StageResult
+from prefdistill.utils.cache import hash_inputs
+
+
+class StageRewardModel(RewardModel):
+    """A :class:`RewardModel` of a ``reward-model`` stage's folder; ``stage`` is that stage's result."""
+
+    def __init__(self, stage: StageResult, **kw):
+        super().__init__(str(stage.path / "model"), input_format="chat", **kw)
+        info = stage.info or {}
+        self.stage = stage
+        self.name = f"rm:{stage.path.name} (held-out pair accuracy {info.get('val_accuracy', float('nan')):.3f})"
+
+
+def train_reward_model(
+    spec, out_dir: str | Path, *, data: dict, max_steps: int, lr: float, batch_size: int, seed: int
+) -> dict:
+    """Train a reward model on ``data`` (PreferenceDataModule arguments), save it at ``out_dir``; returns
+    ``{"tokens", "val_accuracy", "val_margin", "val_pairs"}`` (held-out: the validation split)."""
+    from prefdistill.callbacks import ThroughputMonitor
+    from prefdistill.data import PreferenceDataModule
+    from prefdistill.losses import get_loss
+    from prefdistill.models import load_tokenizer, merge_and_save
+    from prefdistill.modules import RewardModule
+
+    L.seed_everything(seed, workers=True)
+    tokenizer = load_tokenizer(spec)
+    datamodule = PreferenceDataModule(**{**data, "record_type": "pairwise", "batch_size": batch_size, "seed": seed})
+    datamodule.connect(tokenizer)
+    module = RewardModule(policy=spec, loss=get_loss("reward"), optimizer=partial(torch.optim.AdamW, lr=lr))
+    monitor = ThroughputMonitor()
+    trainer = L.Trainer(
+        max_steps=max_steps, max_epochs=-1, devices=1, logger=False, enable_checkpointing=False,
+        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, callbacks=[monitor],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    judge = L.Trainer(devices=1, logger=False, enable_model_summary=False, enable_progress_bar=False)
+    held_out = judge.validate(module, datamodule=datamodule, verbose=False)[0]  # every validation pair
+    merge_and_save(module.policy, tokenizer, out_dir, standalone=True)
+    return {
+        "tokens": monitor.totals()["forward_tokens"],
+        "val_accuracy": round(float(held_out["val/reward/accuracy"]), 4),
+        "val_margin": round(float(held_out["val/reward/margin"]), 4),
+        "val_pairs": len(datamodule.datasets["validation"]),
+    }
+
+
+def trained_reward_model(
+    *,
+    base,
+    data: dict,
+    cache_dir: str | os.PathLike,
+    max_steps: int = 100,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+    score_batch_size: int = 16,
+    max_length: int = 1024,
+) -> StageRewardModel:
+    """The reward model of stage ``reward-model`` (trained now, or reused): ``base`` (a ModelSpec; LoRA
+    trains adapters + head) fine-tuned ``max_steps`` steps of ``batch_size`` pairs at ``lr`` on ``data``
+    (``PreferenceDataModule`` arguments). ``score_batch_size`` and ``max_length`` are how it scores
+    (``RewardModel``); it renders prompts with the template it was trained with (``data["template"]``)."""
+    recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
+    key = hash_inputs({"model": base.identity(), "reward": recipe})
+
+    def build(folder: Path) -> dict:
+        counters = train_reward_model(base, folder / "model", **recipe)
+        return {"model": str(folder / "model"), **counters}
+
+    desc = {"model": base.name_or_path, **recipe}
+    stage = Stage("reward-model", key, build, description=desc).run(cache_dir)
+    template = data.get("template", "auto")
+    return StageRewardModel(stage, batch_size=score_batch_size, max_length=max_length, template=template)
