@@ -10,6 +10,10 @@ At the end of ``python train.py -m ...`` (each job having run an ``eval`` suite 
 * prints the table of every ``eval_results.json`` under the sweep folder and writes it to
   ``<sweep>/compare.md`` / ``compare.json`` (``prefdistill.eval.report.compare``).
 
+With several seeds (``-m experiment=<study> seed=1,2,3``) the reference rows are evaluated once per seed
+(``reference_rows/seed_<s>/``: each seed's SFT stages made its own teacher and initial student) and the
+table shows ``mean ± std`` per row over the seeds, the per-seed table beside it (``compare_per_seed.md``).
+
 Configured in an experiment file::
 
     hydra:
@@ -31,13 +35,23 @@ from omegaconf import DictConfig
 log = logging.getLogger("prefdistill.eval")
 
 
-def _recorded(sweep: Path, role: str):
-    """The ``role`` spec the sweep's first job recorded (train.py writes it after the pipeline), LoRA off."""
+def _recorded(job_dirs: list[Path], role: str):
+    """The ``role`` spec the first of ``job_dirs`` recorded (train.py writes it after the pipeline), LoRA off."""
     from prefdistill.models import run_spec
     from prefdistill.models.spec import RUN_SPEC_FILES
 
-    files = sorted(sweep.rglob(RUN_SPEC_FILES[role]))
-    return dataclasses.replace(run_spec(files[0].parent, role), lora=None) if files else None
+    for job in job_dirs:
+        if (job / RUN_SPEC_FILES[role]).is_file():
+            return dataclasses.replace(run_spec(job, role), lora=None)
+    return None
+
+
+def _seed(job: Path):
+    """The seed a job ran with (its ``config_resolved.yaml``), None when it recorded none."""
+    from omegaconf import OmegaConf
+
+    resolved = job / "config_resolved.yaml"
+    return OmegaConf.load(resolved).get("seed") if resolved.is_file() else None
 
 
 class CompareTable(Callback):
@@ -54,20 +68,6 @@ class CompareTable(Callback):
         if not config.get("eval"):
             log.warning("compare table: no eval suite configured (eval=<suite>), nothing to compare")
             return
-        files = []
-        if self.reference_rows:
-            suite = instantiate(config.eval, _convert_="all")
-            teacher, initial = (_recorded(sweep, role) for role in ("teacher", "policy"))
-            base = dataclasses.replace(instantiate(config.model), lora=None)
-            rows = [("Teacher", teacher, None)] if teacher is not None else []
-            if initial is not None and initial.name_or_path != base.name_or_path:
-                rows.append(("Base student", base, teacher))  # before the SFT stage the rows start from
-            rows.append(("Initial student", initial or base, teacher))
-            for label, spec, comparator in rows:
-                out = sweep / "reference_rows" / label.lower().replace(" ", "_")
-                if not (out / report.RESULTS_FILE).is_file():  # a re-run of the callback reuses them
-                    evaluate_model(suite, spec, teacher=comparator, out_dir=out, label=label, wandb=None)
-                files.append(out / report.RESULTS_FILE)
         jobs = sorted(
             (f for f in sweep.rglob(report.RESULTS_FILE) if "reference_rows" not in f.parts),
             key=lambda f: [int(p) if p.isdigit() else p for p in f.relative_to(sweep).parts],
@@ -75,6 +75,26 @@ class CompareTable(Callback):
         if not jobs:
             log.warning("compare table: no job of %s wrote %s", sweep, report.RESULTS_FILE)
             return
+        job_dirs = [f.parent.parent for f in jobs]  # <job>/eval_<suite>/eval_results.json
+        by_seed: dict = {}
+        for job in job_dirs:
+            by_seed.setdefault(_seed(job), []).append(job)
+        files = []
+        if self.reference_rows:  # per seed: the seed's SFT stages made its teacher and initial student
+            suite = instantiate(config.eval, _convert_="all")
+            base = dataclasses.replace(instantiate(config.model), lora=None)
+            for seed, dirs in by_seed.items():
+                teacher, initial = (_recorded(dirs, role) for role in ("teacher", "policy"))
+                rows = [("Teacher", teacher, None)] if teacher is not None else []
+                if initial is not None and initial.name_or_path != base.name_or_path:
+                    rows.append(("Base student", base, teacher))  # before the SFT stage the rows start from
+                rows.append(("Initial student", initial or base, teacher))
+                folder = sweep / "reference_rows" / (f"seed_{seed}" if len(by_seed) > 1 else "")
+                for label, spec, comparator in rows:
+                    out = folder / label.lower().replace(" ", "_")
+                    if not (out / report.RESULTS_FILE).is_file():  # a re-run of the callback reuses them
+                        evaluate_model(suite, spec, teacher=comparator, out_dir=out, label=label, wandb=None)
+                    files.append(out / report.RESULTS_FILE)
         table, _ = report.compare(files + jobs, out_dir=sweep)
         print(table, flush=True)
         log.info("comparison: %s", sweep / "compare.md")

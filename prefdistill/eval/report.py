@@ -159,7 +159,9 @@ def footnotes(results: Iterable[dict]) -> list[str]:
         if "judge" in scorers:
             notes.append(f"judge = {scorers['judge']}")
         if "exact_match/overall" in r.get("metrics", {}):
-            notes.append("EM = exact-match accuracy of the answer on the verifiable task families; [95 % bootstrap CI]")
+            notes.append(
+                "EM = exact-match accuracy of the answer on the verifiable task families; [95 % bootstrap CI]"
+            )
     return notes
 
 
@@ -191,8 +193,52 @@ def find_results(paths: Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def mean_std_rows(rows: Sequence[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Rows of one label (one per seed) merged into one: every numeric column's ``{mean, std, n}`` (sample
+    standard deviation, ddof 1; 0 for a single run), labels in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for label, metrics in rows:
+        groups.setdefault(label, []).append(metrics)
+    merged = []
+    for label, runs in groups.items():
+        stats = {}
+        keys = dict.fromkeys(k for m in runs for k, v in m.items() if isinstance(v, (int, float)))
+        for key in keys:
+            values = [m[key] for m in runs if isinstance(m.get(key), (int, float))]
+            values = [v for v in values if not math.isnan(v)]
+            if values:
+                mean = values[0] if len(set(values)) == 1 else sum(values) / len(values)  # counts stay ints
+                var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+                stats[key] = {"mean": mean, "std": math.sqrt(var), "n": len(values)}
+        merged.append((label, stats))
+    return merged
+
+
+def format_mean_std_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[str] = ()) -> str:
+    """The table of :func:`mean_std_rows`: ``mean ± std`` per cell (a count equal in every run, such as N,
+    shown once) and the number of runs per row."""
+    cols = [(k, h) for k, h in COLUMNS if any(k in m for _, m in rows)]
+    header = ["Run"] + [h for _, h in cols] + ["Seeds"]
+
+    def cell(stat):
+        if stat is None:
+            return "-"
+        if stat["n"] == 1 or (stat["std"] == 0 and isinstance(stat["mean"], int)):  # one run, or a count
+            return _fmt(stat["mean"])
+        return f"{_fmt(stat['mean'])} ± {_fmt(stat['std'])}"
+
+    body = [
+        [label] + [cell(m.get(k)) for k, _ in cols] + [str(max((s["n"] for s in m.values()), default=0))]
+        for label, m in rows
+    ]
+    return markdown_table(header, body, notes=footnotes)
+
+
 def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[dict]]:
-    """The comparison table of every result found under ``paths``; saved as compare.md/.json."""
+    """The comparison table of every result found under ``paths``; saved as compare.md/.json.
+
+    When a label repeats (the same row run with several seeds), ``compare.md`` holds one row per label with
+    ``mean ± std`` over its runs, and the table of every run is saved beside it as ``compare_per_seed.md``."""
     files = find_results(paths)
     results = [json.loads(f.read_text()) for f in files]
     rows = [(r.get("label") or f.parent.name, table_row(r, f)) for r, f in zip(results, files)]
@@ -200,8 +246,21 @@ def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> t
     families = family_table(rows)
     if families is not None:
         table += "\n\n" + families
+    per_run = None
+    if len({label for label, _ in rows}) < len(rows):
+        per_run = table
+        merged = mean_std_rows(rows)
+        seeds = max(s["n"] for _, m in merged for s in m.values())
+        notes = [f"mean ± std (sample, ddof 1) over up to {seeds} runs of each row (seeds); per-run table: "
+                 "compare_per_seed.md", *footnotes(results), *cost_note(rows)]  # fmt: skip
+        table = format_mean_std_table(merged, notes)
+        families = family_table([(label, {k: st["mean"] for k, st in m.items()}) for label, m in merged])
+        if families is not None:
+            table += "\n\n" + families.replace("(%):", "(%), mean over seeds:", 1)
     if out_dir is not None:
         out_dir = Path(out_dir)
+        if per_run is not None:
+            atomic_write_text(out_dir / "compare_per_seed.md", per_run + "\n")
         atomic_write_text(out_dir / "compare.md", table + "\n")
         atomic_write_json(
             out_dir / "compare.json",

@@ -96,3 +96,34 @@ def test_offline_columns_are_labelled(tmp_path):
     )
     assert "offline: score" in table and "offline: T-S WR (%)" in table and "RM WR" not in table
     assert "offline:minilm-l6-cos (offline stand-in, NOT a reward model)" in table
+
+
+def test_rows_run_with_several_seeds_become_mean_and_std(tmp_path):
+    """Two seeds of PLaD and one of SFT: PLaD's EM 40 and 50 -> 45.00 ± 7.07 (sample std: |40-50|/sqrt 2),
+    SFT keeps its single value; every run stays in compare_per_seed.md."""
+    for job, (label, em, wc) in enumerate([("PLaD", 40.0, 6.0), ("SFT", 70.0, 5.0), ("PLaD", 50.0, 8.0)]):
+        folder = tmp_path / "sweep" / str(job) / "eval_demo"
+        folder.mkdir(parents=True)
+        result = {"label": label, "metrics": {"n": 100, "word_count": wc, "exact_match/overall": em}}
+        (folder / report.RESULTS_FILE).write_text(json.dumps(result))
+    table, _ = report.compare([tmp_path / "sweep"], tmp_path / "sweep")
+    rows = {
+        cells[0]: cells[1:]
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:4])
+    }
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header == ["Run", "Word Count", "EM (%)", "N", "Seeds"]
+    assert rows["PLaD"] == ["7.00 ± 1.41", "45.00 ± 7.07", "100", "2"]
+    assert rows["SFT"] == ["5.00", "70.00", "100", "1"]
+    assert "mean ± std" in table
+    per_seed = (tmp_path / "sweep" / "compare_per_seed.md").read_text()
+    assert per_seed.count("| PLaD") == 2 and "50.00" in per_seed and "40.00" in per_seed
+    assert (tmp_path / "sweep" / "compare.md").read_text().strip() == table
+
+
+def test_mean_std_rows_skip_missing_and_nan_values():
+    merged = dict(
+        report.mean_std_rows([("a", {"x": 1.0, "y": float("nan")}), ("a", {"x": 3.0}), ("b", {"x": 2})])
+    )
+    assert merged["a"]["x"] == {"mean": 2.0, "std": pytest.approx(2**0.5), "n": 2}
+    assert "y" not in merged["a"] and merged["b"]["x"] == {"mean": 2, "std": 0.0, "n": 1}
