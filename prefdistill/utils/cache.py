@@ -31,9 +31,19 @@ FORMAT_VERSION = 1
 TOKEN_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 
+def _plain(obj: Any) -> Any:
+    """JSON fallback: an OmegaConf node as the plain container it holds (a config node and the dict Hydra
+    converts it to are one content), anything else as its ``str``."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(obj, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(obj, resolve=True)
+    return str(obj)
+
+
 def content_hash(obj: Any) -> str:
     """sha256 (hex) of canonical JSON (sorted keys): the same content gives the same hash."""
-    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_plain)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

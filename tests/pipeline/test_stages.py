@@ -35,6 +35,18 @@ def test_other_inputs_get_another_folder(tmp_path):
     assert hash_inputs({"x": 1, "y": 2}) == hash_inputs({"y": 2, "x": 1})
 
 
+def test_a_config_node_and_its_plain_container_are_one_key():
+    """The reward-model stage got its recipe as a DictConfig from one entry (a pipeline scorer) and as a dict
+    from another (the eval suite, _convert_=all): both must find the same folder."""
+    from omegaconf import OmegaConf
+
+    recipe = {"data": {"source": "shipped", "splits": {"train": "train"}}, "steps": [1, 2], "lr": 3e-4}
+    node = OmegaConf.create(recipe)
+    assert hash_inputs({"reward": node}) == hash_inputs({"reward": recipe})
+    assert hash_inputs({"reward": node.data}) == hash_inputs({"reward": recipe["data"]})
+    assert hash_inputs({"reward": node}) != hash_inputs({"reward": {**recipe, "lr": 1e-4}})
+
+
 def test_half_written_folder_is_not_reused_and_is_cleared(tmp_path):
     calls: list = []
     stage = Stage("lists", "abc", _counting(calls))
