@@ -293,15 +293,21 @@ class PolicyModule(L.LightningModule):
         if on_step:
             means = self._global_batch_means(means, batch_size)
         for name, value in means.items():
-            self.log(
-                f"{split}/{name}",
-                value,
-                on_step=on_step,
-                on_epoch=not on_step,
-                prog_bar=name in ("loss", "reward/accuracy"),
-                batch_size=batch_size,
-                sync_dist=not on_step,
-            )
+            self.log_mean(split, name, value, batch_size)
+
+    def log_mean(self, split: str, name: str, value: torch.Tensor, batch_size: int) -> None:
+        """Log one mean as ``<split>/<name>``: every step in training, else once per epoch (weighted by
+        ``batch_size`` rows, summed over ranks); the loss and the reward accuracy on the progress bar."""
+        on_step = split == "train"
+        self.log(
+            f"{split}/{name}",
+            value,
+            on_step=on_step,
+            on_epoch=not on_step,
+            prog_bar=name in ("loss", "reward/accuracy"),
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
 
     def _global_batch_means(self, means: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
         """Per-rank batch means -> means over every rank's rows, weighted by batch size, in one collective

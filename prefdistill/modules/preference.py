@@ -30,8 +30,7 @@ from prefdistill.models import ModelSpec, response_logps
 from prefdistill.models.logprobs import TokenLogps, flat_token_logps
 from prefdistill.models.packing import shared_prompt_logps, shared_prompt_token_logps
 from prefdistill.modules.base import PolicyModule
-from prefdistill.modules.reference_cache import ReferenceCache, lookup_table
-from prefdistill.utils.cache import tokenized_data_key
+from prefdistill.modules.reference_cache import ReferenceCache, ReferenceTables
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def sync_settings(setting: dict | None) -> dict | None:
     return {"every_steps": int(out["every_steps"]), "alpha": float(out["alpha"])}
 
 
-class PreferenceModule(PolicyModule):
+class PreferenceModule(ReferenceTables, PolicyModule):
     """Trains ``policy`` on a pairwise loss; see the module docstring."""
 
     def __init__(
@@ -173,18 +172,6 @@ class PreferenceModule(PolicyModule):
         with self.reference_model() as model:
             logps, _ = self.sequence_logps(model, batch, sides)
         return logps
-
-    def _reference_table(self, split: str) -> torch.Tensor:
-        if split not in self._reference_tables:
-            dm = self.trainer.datamodule
-            spec = self.reference_spec or self.policy_spec
-            data = self.reference_cache.load_or_compute(
-                tokenized_data_key(dm.datasets[split], spec.identity()),
-                lambda: self._compute_reference(dm.loader(split), split),
-                f"reference log-probs [{split}]",
-            )
-            self._reference_tables[split] = lookup_table(data)
-        return self._reference_tables[split]
 
     @torch.no_grad()
     def _compute_reference(self, loader, split: str) -> dict[str, torch.Tensor]:

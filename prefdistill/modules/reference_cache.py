@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from prefdistill.utils.cache import TensorCache
+from prefdistill.utils.cache import TensorCache, tokenized_data_key
 
 
 class ReferenceCache(TensorCache):
@@ -41,3 +41,26 @@ def lookup_table(data: dict[str, torch.Tensor]) -> torch.Tensor:
     table[index, 0] = data["chosen"]
     table[index, 1] = data["rejected"]
     return table
+
+
+class ReferenceTables:
+    """Mixin of the modules whose reference log-probs are cached per row (PreferenceModule, UnpairedModule):
+    the table of a split, loaded from ``reference_cache`` or computed once by the module's
+    ``_compute_reference(loader, split)``, and kept for the run. The key covers the split's tokenized rows
+    (``reference_examples`` picks the fields that matter) and the reference model's identity."""
+
+    def reference_examples(self, examples: list[dict]) -> list[dict]:
+        """The rows the cache key covers (default: the split's examples as tokenized)."""
+        return examples
+
+    def _reference_table(self, split: str) -> torch.Tensor:
+        if split not in self._reference_tables:
+            dm = self.trainer.datamodule
+            spec = self.reference_spec or self.policy_spec
+            data = self.reference_cache.load_or_compute(
+                tokenized_data_key(self.reference_examples(dm.datasets[split]), spec.identity()),
+                lambda: self._compute_reference(dm.loader(split), split),
+                f"reference log-probs [{split}]",
+            )
+            self._reference_tables[split] = lookup_table(data)
+        return self._reference_tables[split]

@@ -29,8 +29,7 @@ from prefdistill.losses import UnpairedInputs
 from prefdistill.models import ModelSpec, response_logps
 from prefdistill.models.packing import shared_prompt_logps
 from prefdistill.modules.base import PolicyModule
-from prefdistill.modules.reference_cache import ReferenceCache, lookup_table
-from prefdistill.utils.cache import tokenized_data_key
+from prefdistill.modules.reference_cache import ReferenceCache, ReferenceTables
 
 FORWARD_MODES = ("padded", "shared_prompt")
 NAN = float("nan")
@@ -72,7 +71,7 @@ def cache_examples(examples: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
-class UnpairedModule(PolicyModule):
+class UnpairedModule(ReferenceTables, PolicyModule):
     """Trains ``policy`` on an unpaired loss; see the module docstring."""
 
     def __init__(
@@ -140,17 +139,8 @@ class UnpairedModule(PolicyModule):
             raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
         return rows.t().reshape(-1).to(self.device)
 
-    def _reference_table(self, split: str) -> torch.Tensor:
-        if split not in self._reference_tables:
-            dm = self.trainer.datamodule
-            spec = self.reference_spec or self.policy_spec
-            data = self.reference_cache.load_or_compute(
-                tokenized_data_key(cache_examples(dm.datasets[split]), spec.identity()),
-                lambda: self._compute_reference(dm.loader(split), split),
-                f"reference log-probs [{split}]",
-            )
-            self._reference_tables[split] = lookup_table(data)
-        return self._reference_tables[split]
+    def reference_examples(self, examples: list[dict]) -> list[dict]:
+        return cache_examples(examples)
 
     @torch.no_grad()
     def _compute_reference(self, loader, split: str) -> dict[str, torch.Tensor]:
@@ -202,7 +192,6 @@ class UnpairedModule(PolicyModule):
         """As the base class, but a (B,) metric is averaged over the rows where it is not NaN, weighted by
         their count (an epoch mean over exactly those rows), and skipped for a batch with none."""
         super().log_metrics(split, {}, batch_size)  # the learning rate
-        on_step = split == "train"
         for name, value in metrics.items():
             value, rows = value.float(), batch_size
             if value.dim():  # a scalar (the loss) is logged as it is, NaN included
@@ -210,12 +199,4 @@ class UnpairedModule(PolicyModule):
                 value, rows = value[defined].mean(), int(defined.sum())
                 if rows == 0:
                     continue
-            self.log(
-                f"{split}/{name}",
-                value,
-                on_step=on_step,
-                on_epoch=not on_step,
-                prog_bar=name in ("loss", "reward/accuracy"),
-                batch_size=rows,
-                sync_dist=not on_step,
-            )
+            self.log_mean(split, name, value, rows)
