@@ -70,7 +70,7 @@ class CompareTable(Callback):
             return
         jobs = sorted(
             (f for f in sweep.rglob(report.RESULTS_FILE) if "reference_rows" not in f.parts),
-            key=lambda f: [int(p) if p.isdigit() else p for p in f.relative_to(sweep).parts],
+            key=lambda f: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in f.relative_to(sweep).parts],
         )
         if not jobs:
             log.warning("compare table: no job of %s wrote %s", sweep, report.RESULTS_FILE)
