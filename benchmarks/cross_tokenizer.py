@@ -41,7 +41,11 @@ def _specs(quick: bool, workdir: Path) -> dict:
     from omegaconf import OmegaConf
 
     def spec(group: str, name: str):
-        return instantiate(OmegaConf.load(ROOT / "configs" / group / f"{name}.yaml"))
+        """``model=<name>``, or ``teacher=<name>``: the same file without LoRA (as train.py's teacher group)."""
+        node = OmegaConf.load(ROOT / "configs" / "model" / f"{name}.yaml")
+        if group == "teacher":
+            node.lora, node.gradient_checkpointing = None, False
+        return instantiate(node)
 
     if quick:
         from prefdistill.models.tiny_tokenizer import build
