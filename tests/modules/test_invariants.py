@@ -20,7 +20,7 @@ from prefdistill.modules.on_policy import OnPolicy
 from prefdistill.train import train
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
-TEACHER = dataclasses.replace(TINY, seed=1)  # configs/teacher/tiny.yaml: same model, another init
+TEACHER = dataclasses.replace(TINY, seed=1)  # teacher=tiny: same model, another init
 
 
 def _batches(name: str):
