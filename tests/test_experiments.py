@@ -123,7 +123,7 @@ def tiny_overrides(tmp_path, name: str, extra: tuple[str, ...] = ()) -> list[str
         # a random tiny teacher gives every MCQ option the floor probability: MCQ-only scores tie, and
         # tied lists make no pair; its log-likelihood breaks the ties
         out.append("pipeline.prepare.alpha=0.5")
-    if "${eval.reward}" in str(prepare.get("scorer")):  # the eval suite's reward model, dropped above
+    if "eval.reward" in str(OmegaConf.to_container(prepare).get("scorer")):  # the eval suite's reward model, dropped above
         out.append("pipeline.prepare.scorer=teacher_likelihood")
     if "${pipeline.sft}" in str(OmegaConf.to_container(prepare)):  # the SFT recipe is used
         out += ["pipeline.sft.max_steps=1", "pipeline.sft.batch_size=2"]
