@@ -102,6 +102,14 @@ def lines(log: str, pattern: str) -> list[str]:
     return [line for line in log.splitlines() if re.search(pattern, line)]
 
 
+def assert_cached_once_by_two_ranks(log: str, label: str, rows: int = 8) -> None:
+    """The cache ``label`` (a regular expression) was computed once by each of 2 ranks, ``rows`` rows each,
+    and its parts merged once."""
+    for rank in (0, 1):
+        assert len(lines(log, label + rf": rank {rank} of 2 computed {rows} rows")) == 1, (label, rank)
+    assert len(lines(log, label + ": merged 2 ranks' parts")) == 1, label
+
+
 def recorded(path: Path) -> list[tuple[int, int, list[int]]]:
     """``(rank, step, rows)`` lines a ``train_helpers.RecordRankBatches`` wrote, sorted by (step, rank)."""
     rows = [tuple(json.loads(line)) for line in path.read_text().splitlines()]

@@ -21,7 +21,16 @@ import json
 
 import pytest
 import torch
-from ranks_helpers import TWO_RANKS, assert_same_training, in_process, launch, lines, recorded, wait_gone
+from ranks_helpers import (
+    TWO_RANKS,
+    assert_cached_once_by_two_ranks,
+    assert_same_training,
+    in_process,
+    launch,
+    lines,
+    recorded,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +60,7 @@ def test_reference_log_probs_are_computed_once_each_rank_its_half(runs):
     tmp, one, two, _ = runs
     for split in ("validation", "train"):
         label = rf"reference log-probs \[{split}\]"
-        assert len(lines(two.log, label + r": rank 0 of 2 computed 8 rows")) == 1
-        assert len(lines(two.log, label + r": rank 1 of 2 computed 8 rows")) == 1
-        assert len(lines(two.log, label + ": merged 2 ranks' parts")) == 1
+        assert_cached_once_by_two_ranks(two.log, label)
     files = sorted((tmp / "cache" / "reference_logps").iterdir())
     assert [f.suffix for f in files] == [".pt", ".pt"]  # one file per split, the parts removed
     # the merged table is the one-rank table: rows in order, the same log-probs
