@@ -71,6 +71,18 @@ class RewardModel:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = getattr(torch, dtype)
         self._model, self._tokenizer = model, tokenizer
+        self._given = model is not None
+
+    @property
+    def cache_identity(self) -> dict | None:
+        """What determines the scores, for the evaluation cache (``eval/cache.py``): the model (a local
+        folder's weight files fingerprinted) and how inputs are rendered. None for a model object passed in."""
+        if self._given:
+            return None
+        from prefdistill.models import ModelSpec
+
+        return {"model": ModelSpec(self.name_or_path).identity(), "dtype": str(self.dtype),
+                "input_format": self.input_format, "template": self.template, "max_length": self.max_length}  # fmt: skip
 
     def _load(self):
         if self._model is None:

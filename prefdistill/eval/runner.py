@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from prefdistill.eval import report
+from prefdistill.eval.cache import cached
 from prefdistill.eval.suites import EvalSuite
 from prefdistill.models import ModelSpec, run_spec
 
@@ -33,14 +34,25 @@ def build_generator(spec: ModelSpec, suite: EvalSuite):
 
 
 def generate(spec: ModelSpec, suite: EvalSuite, examples) -> list[str]:
+    """One output per example; reused from ``suite.cache_dir`` when the same model generated on the same
+    prompts with the same settings before (the teacher of every job of a table: ``eval/cache.py``)."""
     from prefdistill.generation import SamplingParams
 
     params = SamplingParams(**{**suite.generation, "n": 1})
-    gen = build_generator(spec, suite)
-    outputs = [row[0].strip() for row in gen.generate([ex.prompt for ex in examples], params)]
-    del gen
-    gc.collect()
-    return outputs
+    prompts = [ex.prompt for ex in examples]
+
+    def run() -> list[str]:
+        gen = build_generator(spec, suite)
+        outputs = [row[0].strip() for row in gen.generate(prompts, params)]
+        del gen
+        gc.collect()
+        return outputs
+
+    if suite.cache_dir is None:
+        return run()
+    inputs = {"model": spec.identity(), "backend": suite.backend, "template": suite.template,
+              "batch_size": suite.batch_size, "params": params.to_dict(), "prompts": prompts}  # fmt: skip
+    return cached(suite.cache_dir, "generations", inputs, run, label=spec.name_or_path)
 
 
 def servable_dir(run_dir: Path, base: ModelSpec) -> Path:

@@ -8,7 +8,7 @@ scores given outputs, so the scoring is testable on plain texts without any gene
   (TL;DR reference summary, HH chosen response). Word count, ROUGE-1/2/L, scorer win rates, and with
   ``exact_match: true`` the exact-match accuracy per task family and overall, against the ``answer``
   and ``family`` fields of the split's jsonl rows (:mod:`~prefdistill.eval.exact_match`; the shipped
-  demo rows carry them).
+  demo rows carry them); ``data.with_answer_only: true`` keeps only the prompts it can grade.
 * ``task: gsm8k`` -- ``openai/gsm8k`` main/test in the ZeroEval zero-shot JSON format; accuracy.
 * ``task: alpacaeval`` -- the 805 AlpacaEval instructions; ``model_outputs.json`` export only.
 
@@ -16,6 +16,10 @@ Scorers: ``reward`` (a reward model: win rate vs the reference, T-S win rate), `
 (a partial of ``offline.build_offline_scorer``, labelled ``offline:*``), ``judge`` (LLM judge vs
 the reference). The T-S win rate is the share of prompts where the teacher's output beats the
 evaluated model's under the scorer (ties 1/2), as the PLaD Table 1 header reports it.
+
+``cache_dir`` (``${paths.cache_dir}`` in the suite files; null: off) reuses generations and reward-model
+scores across jobs (:mod:`~prefdistill.eval.cache`): a table's jobs share the teacher's outputs and the
+scores of the references.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from dataclasses import dataclass, field
 from prefdistill.data.records import Prompt
 from prefdistill.eval import exact_match as EM
 from prefdistill.eval import metrics as M
+from prefdistill.eval.cache import cached
 from prefdistill.eval.reward import prompt_text
 
 log = logging.getLogger(__name__)
 
 TASKS = ("pairs", "gsm8k", "alpacaeval")
+DATA_KEYS = {"source", "name", "path", "split", "max_samples", "single_turn_only", "record_type", "fields",
+             "on_bad_row", "with_answer_only"}  # fmt: skip
 # After ZeroEval src/templates/OEQA.py: reason, then answer in a JSON block.
 GSM8K_TEMPLATE = """## Question:
 
@@ -66,7 +73,7 @@ class Example:
 class EvalSuite:
     name: str
     task: str = "pairs"
-    data: dict = field(default_factory=dict)  # source, name, path, split, max_samples, single_turn_only
+    data: dict = field(default_factory=dict)  # DATA_KEYS: source, name, path, split, max_samples, ...
     template: str = "auto"
     backend: str = "hf"
     batch_size: int = 16
@@ -80,8 +87,16 @@ class EvalSuite:
     n_boot: int = 1000
     seed: int = 0
     n_examples: int = 20  # example generations kept in the results JSON and the W&B table
+    cache_dir: str | None = None  # generations and reward-model scores reused across jobs (eval/cache.py)
 
     def __post_init__(self):
+        unknown = set(self.data) - DATA_KEYS
+        if unknown:
+            raise ValueError(f"eval suite {self.name!r}: unknown data key(s) {sorted(unknown)}; "
+                             f"known: {sorted(DATA_KEYS)}")  # fmt: skip
+        if self.data.get("with_answer_only") and not self.exact_match:
+            raise ValueError(f"eval suite {self.name!r}: data.with_answer_only keeps the prompts exact match "
+                             "can grade; it needs exact_match: true")  # fmt: skip
         if self.task not in TASKS:
             raise ValueError(f"eval task must be one of {TASKS}, got {self.task!r}")
         if self.exact_match and self.task != "pairs":
@@ -132,6 +147,8 @@ class EvalSuite:
             family, answer = truths.get(rid, (None, None))
             if self.exact_match and rid not in truths:
                 raise ValueError(f"{self._split_file(d)}: no row with id {rid!r}: exact match cannot grade it")
+            if d.get("with_answer_only") and answer is None:
+                continue  # a prompt without a checkable answer (open-ended, polite requests)
             out.append(Example(rid, rec.prompt, reference, gold=answer, family=family))
             if limit and len(out) >= limit:
                 break
@@ -201,22 +218,33 @@ class EvalSuite:
     def _score_with(
         self, key, scorer, prompts, outputs, refs, teacher_outputs, metrics, details, per
     ) -> None:
-        scores = scorer.score(prompts, outputs, refs)
+        scores = self._scores(scorer, prompts, outputs, refs)
         per[f"{key}/score"] = scores
         metrics[f"{key}/score"] = sum(scores) / max(len(scores), 1)
         details[f"{key}/scorer"] = scorer.name
         if not scorer.uses_reference:  # a similarity to the reference cannot "beat" the reference
             summary = M.win_rate(
-                M.outcomes(scores, scorer.score(prompts, refs, refs)), n_boot=self.n_boot, seed=self.seed
+                M.outcomes(scores, self._scores(scorer, prompts, refs, refs)), n_boot=self.n_boot, seed=self.seed
             )
             details[f"{key}/vs_reference"] = summary
             metrics[f"{key}/win_rate"] = summary["win_rate"]
         if teacher_outputs is not None:
-            teacher_scores = scorer.score(prompts, teacher_outputs, refs)
+            teacher_scores = self._scores(scorer, prompts, teacher_outputs, refs)
             per[f"{key}/teacher_score"] = teacher_scores
             summary = M.win_rate(M.outcomes(teacher_scores, scores), n_boot=self.n_boot, seed=self.seed)
             details[f"{key}/teacher_vs_student"] = summary
             metrics[f"{key}/ts_win_rate"] = summary["win_rate"]
+
+    def _scores(self, scorer, prompts, responses, refs) -> list[float]:
+        """``scorer.score``, reused from ``cache_dir`` for a scorer with a ``cache_identity`` (a reward model
+        folder: the references and the teacher's outputs are scored once for every job of a table)."""
+        identity = getattr(scorer, "cache_identity", None)
+        if self.cache_dir is None or identity is None:
+            return scorer.score(prompts, responses, refs)
+        inputs = {"scorer": identity, "prompts": list(prompts), "responses": list(responses),
+                  "references": list(refs) if scorer.uses_reference else None}  # fmt: skip
+        compute = lambda: scorer.score(prompts, responses, refs)  # noqa: E731
+        return cached(self.cache_dir, "scores", inputs, compute, label=scorer.name)
 
     def _judge(self, prompts, outputs, refs, metrics, details) -> None:
         queries = [p if isinstance(p, str) else p[-1]["content"] for p in prompts]

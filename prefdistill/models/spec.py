@@ -27,6 +27,7 @@ from typing import Any
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 ASSET_TOKENIZERS = Path(__file__).resolve().parent.parent / "assets" / "tokenizers"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # weight files of a local model folder
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear", "modules_to_save": None}
 
 
@@ -119,7 +120,9 @@ class ModelSpec:
 
         LoRA, gradient checkpointing and the attention kernel are left out: they do not change
         what a frozen reference computes (up to kernel rounding). The offline fallback's GGUF is
-        fingerprinted when installed, since it is what loads when the hub is unreachable.
+        fingerprinted when installed, since it is what loads when the hub is unreachable. A local folder's
+        weight files are fingerprinted too: a folder rewritten in place (a re-run into the same run
+        folder) is another model, not a cache hit.
         """
         ident: dict[str, Any] = {
             "name_or_path": str(self.local_dir or self.name_or_path),
@@ -140,6 +143,10 @@ class ModelSpec:
             ident["offline_fallback"] = file_fingerprint(path) if path else dict(self.offline_fallback)
         if self.prune is not None:
             ident["prune"] = self.prune
+        folder = self.local_dir
+        if folder is not None and self.gguf_file is None and self.random_init is None:
+            weights = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+            ident["weights"] = [file_fingerprint(p) for p in weights]
         return ident
 
     def to_dict(self) -> dict:

@@ -167,3 +167,14 @@ def test_answers_missing_from_the_data_are_a_clear_error(tmp_path):
         _suite(source="tldr")._split_file({"source": "tldr"})
     with pytest.raises(ValueError, match="exact_match needs task 'pairs'"):
         EvalSuite("g", task="gsm8k", exact_match=True)
+
+
+def test_with_answer_only_keeps_the_gradable_prompts_and_unknown_data_keys_are_refused():
+    every, answered = _suite().load_examples(), _suite(with_answer_only=True).load_examples()
+    assert [ex.id for ex in answered] == [ex.id for ex in every if ex.gold is not None]
+    assert 0 < len(answered) < len(every) and all(ex.gold for ex in answered)
+    assert len(_suite(with_answer_only=True, max_samples=5).load_examples()) == 5  # the limit counts kept rows
+    with pytest.raises(ValueError, match=r"unknown data key\(s\) \['max_sample'\]"):
+        _suite(max_sample=5)
+    with pytest.raises(ValueError, match="with_answer_only .* needs exact_match: true"):
+        EvalSuite("demo", data={"with_answer_only": True})

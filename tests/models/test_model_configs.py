@@ -94,6 +94,20 @@ def test_identity_tracks_weights(tiny_spec, tmp_path):
     assert spec.identity() != first
 
 
+def test_identity_of_a_local_folder_tracks_its_weight_files(tmp_path):
+    """A folder rewritten in place (a re-run into the same run folder) must not hit caches of the old one."""
+    (tmp_path / "config.json").write_text("{}")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"a" * 10)
+    spec = ModelSpec(str(tmp_path))
+    first = spec.identity()
+    assert [w["size"] for w in first["weights"]] == [10] and first == spec.identity()
+    (tmp_path / "config.json").write_text('{"x": 1}')  # not a weight file
+    assert spec.identity() == first
+    weights.write_bytes(b"b" * 10)
+    assert spec.identity() != first
+
+
 def test_tokenizer_rule(tmp_path, monkeypatch):
     assert ModelSpec("x", tokenizer="tiny").tokenizer_source == str(ASSET_TOKENIZERS / "tiny")
     assert ModelSpec("org/model").tokenizer_source == "org/model"  # hub id
