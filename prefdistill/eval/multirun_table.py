@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,12 @@ def _seed(job: Path):
     return OmegaConf.load(resolved).get("seed") if resolved.is_file() else None
 
 
+def job_order(path: Path) -> list:
+    """Sort key of a job's path in the sweep: numbers in folder names compare as numbers (``s1_2`` before
+    ``s1_10``, ``2`` before ``10``), so the table lists rows in job order whatever ``hydra.sweep.subdir`` is."""
+    return [[(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t] for part in path.parts]
+
+
 class CompareTable(Callback):
     def __init__(self, reference_rows: bool = True):
         self.reference_rows = reference_rows
@@ -70,7 +77,7 @@ class CompareTable(Callback):
             return
         jobs = sorted(
             (f for f in sweep.rglob(report.RESULTS_FILE) if "reference_rows" not in f.parts),
-            key=lambda f: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in f.relative_to(sweep).parts],
+            key=lambda f: job_order(f.relative_to(sweep)),
         )
         if not jobs:
             log.warning("compare table: no job of %s wrote %s", sweep, report.RESULTS_FILE)

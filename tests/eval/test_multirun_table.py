@@ -69,3 +69,13 @@ def test_several_seeds_give_mean_and_std_and_reference_rows_per_seed(tmp_path):
     assert {p.parent.name for p in sweep.glob("reference_rows/seed_*/teacher")} == {"seed_1", "seed_2"}
     # one reward model for every job and seed: one reward-model stage in the cache
     assert len(list((tmp_path / "cache" / "stages").glob("reward-model*"))) == 1
+
+
+def test_jobs_are_listed_in_job_order_whatever_the_subdir_pattern():
+    from pathlib import Path
+
+    from prefdistill.eval.multirun_table import job_order
+
+    paths = ["s1_10/eval_demo/r.json", "s1_2/eval_demo/r.json", "s2_11/eval_demo/r.json", "10/r.json", "2/r.json"]
+    ordered = sorted(map(Path, paths), key=job_order)
+    assert [p.parts[0] for p in ordered] == ["2", "10", "s1_2", "s1_10", "s2_11"]
