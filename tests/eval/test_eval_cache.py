@@ -43,7 +43,8 @@ def test_generations_are_reused_for_the_same_model_settings_and_prompts(tmp_path
     runner.generate(spec, longer, EXAMPLES)
     assert CountingGenerator.built == 5
     no_cache = _suite(None)
-    runner.generate(spec, no_cache, EXAMPLES), runner.generate(spec, no_cache, EXAMPLES)
+    for _ in range(2):
+        runner.generate(spec, no_cache, EXAMPLES)
     assert CountingGenerator.built == 7
 
 
@@ -91,7 +92,8 @@ def test_reference_and_teacher_scores_are_scored_once_per_scorer(tmp_path):
     assert other.calls == 3
     uncacheable = CountingScorer(None)  # e.g. a model object passed in: never cached
     suite.reward = uncacheable
-    suite.score(EXAMPLES, ["a", "bb", "ccc"], teacher), suite.score(EXAMPLES, ["a", "bb", "ccc"], teacher)
+    for _ in range(2):
+        suite.score(EXAMPLES, ["a", "bb", "ccc"], teacher)
     assert uncacheable.calls == 6
 
 
