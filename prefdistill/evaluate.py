@@ -23,7 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.eval import report
 from prefdistill.eval.runner import evaluate_model, resolve_run
-from prefdistill.utils.run import config_dir, metric_value, register_resolvers, task_wrapper
+from prefdistill.utils.run import (
+    config_dir,
+    exit_on_usage_error,
+    metric_value,
+    register_resolvers,
+    task_wrapper,
+)
 
 log = logging.getLogger("prefdistill.evaluate")
 register_resolvers()
@@ -54,6 +60,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=config_dir(), config_name="eval", version_base="1.3")
+@exit_on_usage_error
 def main(cfg: DictConfig) -> float | None:
     metrics = evaluate(cfg)
     return metric_value(metrics, cfg.get("optimized_metric")) if metrics else None

