@@ -7,7 +7,7 @@ Recipe: suite -> test prompts -> generate (model, then teacher for the T-S win r
     python evaluate.py                                    # SmolLM2-135M-Instruct on the demo test split, offline scorer
     python evaluate.py run_dir=logs/train/runs/<time>     # a train.py run: <run>/model, results in <run>/eval_<suite>/
     python evaluate.py eval=tldr model=gpt_neo_1_3b teacher=gpt_neo_2_7b    # RM + T-S win rate + judge
-    python evaluate.py compare=[logs/train/multiruns/<time>]               # one table, a row per run
+    python evaluate.py compare=[logs/train/multiruns/<time>]               # one table, a row per run (any sweep)
 
 ``main`` returns ``optimized_metric`` (e.g. ``rm/win_rate``) for sweepers.
 """
@@ -21,7 +21,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from prefdistill.eval import report
+from prefdistill.analysis.summary import compare_runs
 from prefdistill.eval.runner import evaluate_model, resolve_run
 from prefdistill.utils.run import (
     config_dir,
@@ -37,11 +37,11 @@ register_resolvers()
 
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict:
-    if cfg.get("compare"):
+    if cfg.get("compare"):  # evaluated runs: their comparison table; otherwise the runs' metrics.json summary
         paths = [cfg.compare] if isinstance(cfg.compare, str) else list(cfg.compare)
-        table, _ = report.compare(paths, cfg.paths.output_dir)
+        table, written = compare_runs(paths, cfg.paths.output_dir)
         print(table, flush=True)
-        log.info("comparison: %s", Path(cfg.paths.output_dir) / "compare.md")
+        log.info("comparison: %s", written)
         return {}
     suite = instantiate(cfg.eval, _convert_="all")
     if cfg.get("run_dir"):

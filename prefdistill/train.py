@@ -32,7 +32,7 @@ from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
-from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
+from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir, wandb_url
 from prefdistill.utils.resume import Start, check_start, fingerprint, record_start
 from prefdistill.utils.run import (
     config_dir,
@@ -159,7 +159,8 @@ def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teac
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
         "cost": run_cost(out_dir, trainer),  # pipeline stages + fit: seconds and tokens (eval/cost.py)
-        "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers)},
+        "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers),
+                  "wandb_url": wandb_url(loggers)},  # fmt: skip
         "model": model_dir and saved_model(model_dir, policy_spec),  # LoRA adapter over <base>, or full model
         "resume": {"started_at_step": start.step, "forced": start.forced},  # resume=force is recorded here
     }

@@ -40,6 +40,14 @@ def wandb_dir(loggers) -> str | None:
     return None
 
 
+def wandb_url(loggers) -> str | None:
+    """The web page of the run's W&B run when it is online (None offline or without W&B)."""
+    for lg in loggers:
+        if type(lg).__name__ == "WandbLogger":
+            return getattr(lg.experiment, "url", None)
+    return None
+
+
 def log_before_after(before: dict[str, float], after: dict[str, float]) -> None:
     """One line per held-out metric, before and after training. ``val/reward/accuracy`` is TRL's (ties count as
     wrong, so it reads 0 while the policy equals the reference); ``val/reward/accuracy_ties_half`` counts a tie

@@ -121,12 +121,18 @@ def register_teacher_configs() -> None:
 
 
 def register_resolvers() -> None:
-    """Everything the config tree relies on beyond its files: the ``pd.*`` resolvers and the teacher group."""
+    """Everything the config tree relies on beyond its files: the ``pd.*`` resolvers (``pd.job_dir`` and
+    ``pd.run_label`` name a sweep's job folders and W&B runs: ``utils/sweep.py``) and the teacher group."""
     register_teacher_configs()
     if not OmegaConf.has_resolver("pd.run_group"):
         OmegaConf.register_new_resolver("pd.run_group", _run_group, use_cache=True)
     if not OmegaConf.has_resolver("pd.wandb_id"):
         OmegaConf.register_new_resolver("pd.wandb_id", _wandb_id, use_cache=True)
+    from prefdistill.utils.sweep import job_dir, run_label
+
+    for name, resolver in (("pd.job_dir", job_dir), ("pd.run_label", run_label)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     if not OmegaConf.has_resolver("pd.cache_dir"):
         OmegaConf.register_new_resolver(
             "pd.cache_dir",
