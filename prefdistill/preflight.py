@@ -33,6 +33,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefdistill.data.scan import bad_rows
 from prefdistill.memory import (
     PARAMETERS,
     Hardware,
@@ -50,7 +51,6 @@ from prefdistill.memory import (
     sft_phase,
     training_memory,
 )
-from prefdistill.data.scan import bad_rows
 from prefdistill.models.spec import ModelSpec
 
 log = logging.getLogger("prefdistill.preflight")
@@ -321,7 +321,9 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
             f"teacher: method {loss.name!r} needs one. Fix: teacher=<model config>, e.g. teacher=tiny"
         )
     run.data.append((f"data {config['data'].get('source')}", _data_location(config["data"]), "data.path"))
-    run.problems += [p for p in [bad_rows(config["data"])] if p]  # every bad row, in one problem (data/scan.py)
+    run.problems += [
+        p for p in [bad_rows(config["data"])] if p
+    ]  # every bad row, in one problem (data/scan.py)
     sizes = {id(s): model_size(s, places) for _, s, _ in run.models}
     _pipeline_needs(run, pipeline, policy, teacher, sizes, places)
     _training_needs(run, config, loss, policy, teacher, reference, sizes)

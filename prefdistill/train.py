@@ -33,7 +33,7 @@ from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir, wandb_url
-from prefdistill.utils.resume import Start, check_start, fingerprint, record_start
+from prefdistill.utils.resume import Start, check_start, fingerprint, recording_callback
 from prefdistill.utils.run import (
     config_dir,
     discard_run_folder,
@@ -133,8 +133,7 @@ def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teac
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
         if spec is not None and trainer.is_global_zero:
             record_run_spec(spec, out_dir, role)
-    if trainer.is_global_zero:  # from here on the run folder belongs to this configuration
-        record_start(out_dir, fingerprint(config), start)
+    trainer.callbacks.append(recording_callback(out_dir, fingerprint(config), start))  # run_fingerprint.json
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them
     after = validated(trainer, module, datamodule, cfg.validate_after_fit)

@@ -34,7 +34,10 @@ def test_a_changed_method_is_refused_and_resume_force_is_recorded(tiny_cfg, tmp_
     # what does not change the result may change: logging, labels, evaluation settings, held-out limits
     same = train(_in(run, tiny_cfg("save_model=false", "logger=csv", "eval_label=again",
                                    "trainer.limit_val_batches=2", "trainer.log_every_n_steps=5")))  # fmt: skip
-    assert same and json.loads((run / "metrics.json").read_text())["resume"] == {"started_at_step": 2, "forced": []}
+    assert same and json.loads((run / "metrics.json").read_text())["resume"] == {
+        "started_at_step": 2,
+        "forced": [],
+    }
 
     with pytest.raises(RunConfigChanged) as refused:
         train(_in(run, tiny_cfg("save_model=false", "method=simpo")))
@@ -63,8 +66,12 @@ def test_the_fingerprint_keeps_what_determines_the_result(tiny_cfg):
     base = fp()
     assert {"model.name_or_path", "data.batch_size", "method.beta", "module.optimizer.lr", "seed",
             "trainer.max_steps", "trainer.accumulate_grad_batches", "trainer.precision"} <= set(base)  # fmt: skip
-    assert not [k for k in base if k.startswith(("logger", "paths", "callbacks", "eval", "hydra", "run_name"))]
-    assert fp("logger=csv", "run_name=other", "ckpt_path=null", "eval=demo", "validate_before_fit=false") == base
+    assert not [
+        k for k in base if k.startswith(("logger", "paths", "callbacks", "eval", "hydra", "run_name"))
+    ]
+    assert (
+        fp("logger=csv", "run_name=other", "ckpt_path=null", "eval=demo", "validate_before_fit=false") == base
+    )
     for changed in ("seed=1", "data.batch_size=2", "module.optimizer.lr=1e-3", "trainer.max_steps=3"):
         assert fp(changed) != base, changed
 

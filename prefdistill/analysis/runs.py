@@ -30,7 +30,9 @@ RUN_COLUMNS = ("run", "path", "method", "model", "finished", "global_step", "wal
 # was evaluated (``eval/.../win_rate``).
 SWEEP_METRICS = ("val/reward/accuracy", "val/reward/margin", "val/loss")
 # Config entries that differ between the jobs of a sweep without being swept (the loggers' per-run names and ids).
-_NOT_SWEPT = re.compile(r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^logger\.|^method\.name$)")
+_NOT_SWEPT = re.compile(
+    r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^logger\.|^method\.name$)"
+)
 # Folders of a run that may hold a copy of its config without being runs themselves.
 _NOT_RUNS = {"wandb", "checkpoints", "model"}
 

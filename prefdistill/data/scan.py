@@ -32,7 +32,9 @@ def _splits(data: dict) -> dict[str, str | None]:
 
 def _location(data: dict) -> Path | None:
     source = data.get("source", "shipped")
-    location = data.get("path") or (shipped_dir(data.get("name")) if source == "shipped" else get_source(source).path)
+    location = data.get("path") or (
+        shipped_dir(data.get("name")) if source == "shipped" else get_source(source).path
+    )
     return Path(location).expanduser() if location is not None else None
 
 

@@ -77,7 +77,9 @@ def servable_dir(run_dir: Path, base: ModelSpec) -> Path:
         from prefdistill.models import load_model, load_tokenizer
         from prefdistill.utils.atomic import atomic_dir
 
-        model = PeftModel.from_pretrained(load_model(base, trainable=False), str(model_dir)).merge_and_unload()
+        model = PeftModel.from_pretrained(
+            load_model(base, trainable=False), str(model_dir)
+        ).merge_and_unload()
         with atomic_dir(merged) as tmp:
             model.save_pretrained(tmp)
             load_tokenizer(ModelSpec(str(model_dir))).save_pretrained(tmp)

@@ -153,7 +153,9 @@ def _pretrained(spec: ModelSpec, head: str = "lm"):
 
     with _seeded(spec.seed) if head != "lm" else contextlib.nullcontext():  # the new head: from spec.seed
         model = _load_source(spec, load)
-    if spec.local_dir is None:  # the hub id, also when the weights came from the fallback's cache folder: what
+    if (
+        spec.local_dir is None
+    ):  # the hub id, also when the weights came from the fallback's cache folder: what
         model.name_or_path = model.config.name_or_path = spec.name_or_path  # an adapter names as its base
     if getattr(model, "hf_quantizer", None) is not None and spec.gguf_file:
         model.hf_quantizer.remove_quantization_config(model)  # dequantised: train and save as plain

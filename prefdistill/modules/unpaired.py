@@ -60,7 +60,10 @@ def pair_metrics(
     n = mates.sum(1)
     mate_reward = (mates * r[None, :]).sum(1) / n.clamp_min(1)  # (B,) reward of the row's mate(s)
     margin = torch.where(desirable, r - mate_reward, mate_reward - r).masked_fill(n == 0, NAN)
-    wins, ties = ((margin > 0).float().masked_fill(n == 0, NAN), (margin == 0).float().masked_fill(n == 0, NAN))
+    wins, ties = (
+        (margin > 0).float().masked_fill(n == 0, NAN),
+        (margin == 0).float().masked_fill(n == 0, NAN),
+    )
     return {"reward/margin": margin, "reward/accuracy": wins, "reward/ties": ties,
             "reward/accuracy_ties_half": wins + 0.5 * ties}  # fmt: skip
 

@@ -86,7 +86,11 @@ def fingerprint(config: dict) -> dict[str, Any]:
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{key: (old value, new value)}`` for every key whose value differs (absent: ``(not set)``)."""
     keys = sorted(set(old) | set(new))
-    return {k: (old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)}
+    return {
+        k: (old.get(k, _ABSENT), new.get(k, _ABSENT))
+        for k in keys
+        if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+    }
 
 
 def recorded(run_dir: str | Path) -> dict | None:
@@ -143,7 +147,9 @@ class Start:
         return f"resuming run {self.run_name} from {at} of {self.total} ({self.checkpoint})"
 
 
-def _refusal(run_name: str, run_dir: Path, changed: dict[str, tuple[Any, Any]], checkpoint: str | None) -> str:
+def _refusal(
+    run_name: str, run_dir: Path, changed: dict[str, tuple[Any, Any]], checkpoint: str | None
+) -> str:
     shown = list(changed.items())[:20]
     lines = [f"  {k}: {old!r} -> {new!r}" for k, (old, new) in shown]
     if len(changed) > len(shown):
@@ -190,7 +196,21 @@ def check_start(
 
 
 def record_start(run_dir: str | Path, new: dict[str, Any], start: Start) -> Path:
-    """Write ``run_fingerprint.json`` (rank 0, when training starts): the fingerprint and the forced resumes."""
+    """Write ``run_fingerprint.json``: the fingerprint and the forced resumes."""
     from prefdistill.utils.atomic import atomic_write_json
 
     return atomic_write_json(Path(run_dir) / FINGERPRINT_FILE, {"fingerprint": new, "forced": start.forced})
+
+
+def recording_callback(run_dir: str | Path, new: dict[str, Any], start: Start):
+    """A Lightning callback that calls :func:`record_start` on rank 0 when fit starts (after the data is set up
+    and the checkpoint loaded): from then on the run folder belongs to this configuration. A launch that
+    fails before (bad data, a missing model) leaves the folder to the next one."""
+    from lightning.pytorch.callbacks import Callback
+
+    class RecordStart(Callback):
+        def on_fit_start(self, trainer, module) -> None:
+            if trainer.is_global_zero:
+                record_start(run_dir, new, start)
+
+    return RecordStart()
