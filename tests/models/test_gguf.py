@@ -154,7 +154,6 @@ def test_an_adapter_over_the_offline_fallback_names_the_hub_id_as_its_base(
 ):
     """The adapter's base_model_name_or_path is the hub id, loadable on any machine, not the cache folder
     the fallback was converted into; how the base weights were loaded here is recorded beside it."""
-    from prefdistill.convert import describe_saved, saved_model
     from prefdistill.models import merge_and_save
 
     _fake_package(site, "fake_gguf_pkg", {GGUF_NAME: b"GGUF" + bytes(10)})
@@ -167,6 +166,8 @@ def test_an_adapter_over_the_offline_fallback_names_the_hub_id_as_its_base(
     assert (
         json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == spec.name_or_path
     )
+    from prefdistill.convert import describe_saved, saved_model
+
     info = saved_model(out, spec)
     assert info["format"] == "LoRA adapter" and info["base"] == spec.name_or_path and info["merged"] is None
     assert (
