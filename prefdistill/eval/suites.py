@@ -172,9 +172,9 @@ class EvalSuite:
         """The jsonl file of the evaluated split (shipped or local data: where the answers are stored)."""
         from pathlib import Path
 
-        from prefdistill.data.loading import shipped_dir
+        from prefdistill.data.loading import shipped_dir, split_slice
 
-        source, split = d.get("source", "shipped"), d.get("split", "test")
+        source, (split, _) = d.get("source", "shipped"), split_slice(d.get("split", "test"))
         if source not in ("shipped", "local"):
             raise ValueError(f"eval suite {self.name!r}: exact_match reads the answers from a shipped or "
                              f"local jsonl split, not from data source {source!r}")  # fmt: skip
