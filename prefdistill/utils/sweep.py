@@ -37,14 +37,14 @@ def swept_keys(hydra_cfg: DictConfig) -> set[str]:
     keys = set((OmegaConf.select(hydra_cfg, "sweeper.params") or {}).keys())
     saved = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
     if saved.is_file():
-        task = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task") or []
+        task = OmegaConf.to_container(OmegaConf.load(saved).hydra.overrides.task, resolve=False)
         keys |= {o.key_or_group for o in _parsed(task) if o.is_sweep_override()}
     return keys
 
 
 def job_label(overrides: list[str], swept: set[str]) -> str:
     """``key=value,...`` of the job's ``overrides`` whose key is ``swept``, safe as a folder name."""
-    items = [o.input_line.lstrip("+~") for o in _parsed(overrides) if o.key_or_group in swept]
+    items = [o.lstrip("+~") for o in map(str, overrides) if o.lstrip("+~").split("=", 1)[0] in swept]
     label = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(items))
     return label[:MAX_LABEL]
 
@@ -54,7 +54,7 @@ def job_dir() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    label = job_label(list(hc.overrides.task), swept_keys(hc))
+    label = job_label(OmegaConf.to_container(hc.overrides.task, resolve=False), swept_keys(hc))
     return f"{hc.job.num}_{label}" if label else str(hc.job.num)
 
 
