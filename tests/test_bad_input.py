@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException
+from train_helpers import good_pair as _good
 from train_helpers import method_loss
 
 from prefdistill.data import DataError, PreferenceDataModule, load_records
@@ -36,15 +37,6 @@ def tok():
     from prefdistill.models.tiny_tokenizer import TINY_TOKENIZER_DIR
 
     return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-
-
-def _good(i: int) -> dict:
-    return {
-        "id": f"g{i}",
-        "prompt": f"What is {i} plus {i}?",
-        "chosen": f"It is {2 * i}.",
-        "rejected": "No idea.",
-    }
 
 
 def _write(tmp_path: Path, rows: list, name: str = "pairs.jsonl") -> Path:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from train_helpers import REPO
+from train_helpers import good_pair as _good
 
 LONG_PROMPT = "Please read this carefully. " * 120
 
@@ -31,15 +32,6 @@ def _pairs(tmp_path, rows) -> str:
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
-
-
-def _good(i: int) -> dict:
-    return {
-        "id": f"g{i}",
-        "prompt": f"What is {i} plus {i}?",
-        "chosen": f"It is {2 * i}.",
-        "rejected": "No idea.",
-    }
 
 
 @pytest.mark.slow

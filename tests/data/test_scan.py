@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import json
 
+from train_helpers import good_pair as _good
+
 from prefdistill.data.scan import bad_rows
-
-
-def _good(i: int) -> dict:
-    return {
-        "id": f"g{i}",
-        "prompt": f"What is {i} plus {i}?",
-        "chosen": f"It is {2 * i}.",
-        "rejected": "No idea.",
-    }
 
 
 def _file(tmp_path, rows) -> str:
