@@ -92,14 +92,16 @@ def train(cfg: DictConfig) -> dict:
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         start_ranks(trainer)  # every rank runs from here on: stages and caches split their work by rank
-        return _train(cfg, trainer, loggers, policy_spec, teacher_spec, loss, (started, start, config))
+        return _train(cfg, trainer, loggers, policy_spec, teacher_spec, loss, started, start, config)
     except BaseException:
         stop_ranks(trainer)
         raise
 
 
-def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teacher_spec, loss, run) -> dict:
-    started, start, config = run
+def _train(
+    cfg: DictConfig, trainer: L.Trainer, loggers: list, policy_spec, teacher_spec, loss, started: float,
+    start: Start, config: dict,
+) -> dict:  # fmt: skip
     out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     if cfg.get("pipeline"):  # stages before training (PLaD pairs, PAD lists, an SFT): cached

@@ -61,22 +61,15 @@ class RunConfigChanged(UsageError):
     """This launch's configuration is not the one the run folder was trained with."""
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict) or not tree:
-        return {prefix: tree} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def _excluded(key: str) -> bool:
     return any(key == p or key.startswith(p + ".") for p in NOT_RESULT)
 
 
 def fingerprint(config: dict) -> dict[str, Any]:
     """What determines a run's result, as ``{dotted key: value}``, from its resolved config (plain dicts)."""
-    flat = {k: v for k, v in _flat(config).items() if not _excluded(k)}
+    from prefdistill.analysis.runs import flatten
+
+    flat = {k: v for k, v in flatten(config).items() if not _excluded(k)}
     for key in CACHE_SWITCHES:
         if key in flat:
             flat[key] = "on" if flat[key] is not None else None
