@@ -1,6 +1,7 @@
-"""Entry-point plumbing: config location, resolvers, the task wrapper and instantiation of lists.
+"""Entry-point plumbing: config location, resolvers, the task wrapper, run folders and instantiation of lists.
 
-This is the only module below the entry points that touches omegaconf/hydra objects.
+With ``utils/sweep.py`` (a multirun's job names and summary, a Hydra callback), the only module below the
+entry points that touches omegaconf/hydra objects.
 """
 
 from __future__ import annotations
