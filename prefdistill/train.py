@@ -21,14 +21,15 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from prefdistill.callbacks import fit_totals
 from prefdistill.convert import save_final_policy
-from prefdistill.eval.cost import record_stage_costs, run_cost
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
 from prefdistill.models import load_tokenizer, record_run_spec
 from prefdistill.pipeline.run import data_overrides, run_pipeline
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.cost import record_stage_costs, run_cost
 from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
 from prefdistill.utils.run import (
@@ -125,7 +126,7 @@ def _train(
         "skipped_nonfinite_steps": module.bad_steps_total,
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
-        "cost": run_cost(out_dir, trainer),  # pipeline stages + fit: seconds and tokens (eval/cost.py)
+        "cost": run_cost(out_dir, fit_totals(trainer)),  # pipeline stages + fit: seconds, tokens (utils/cost.py)
         "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers)},
     }
     log.info("metrics: %s", atomic_write_json(out_dir / "metrics.json", result))

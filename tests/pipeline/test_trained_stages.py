@@ -10,7 +10,7 @@ import pytest
 
 from prefdistill.data import load_records
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.eval.cost import stage_cost
+from prefdistill.utils.cost import stage_cost
 from prefdistill.models import load_tokenizer
 from prefdistill.pipeline import reward_model
 from prefdistill.pipeline.sft import sft_step
