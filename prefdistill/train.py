@@ -29,6 +29,7 @@ from prefdistill.models import load_tokenizer, record_run_spec
 from prefdistill.pipeline.run import data_overrides, run_pipeline
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.config_groups import register_config_groups
 from prefdistill.utils.cost import record_stage_costs, run_cost
 from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
@@ -42,6 +43,7 @@ from prefdistill.utils.run import (
 )
 
 log = logging.getLogger("prefdistill.train")
+register_config_groups()  # the teacher group (utils/config_groups.py)
 register_resolvers()
 
 

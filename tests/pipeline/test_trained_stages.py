@@ -10,11 +10,11 @@ import pytest
 
 from prefdistill.data import load_records
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.utils.cost import stage_cost
 from prefdistill.models import load_tokenizer
 from prefdistill.pipeline import reward_model
 from prefdistill.pipeline.sft import sft_step
 from prefdistill.pipeline.steps import finetuned
+from prefdistill.utils.cost import stage_cost
 
 DATA = {"source": "shipped", "path": None, "name": None, "splits": {"train": "train", "validation": "validation",
         "test": None}, "template": "auto", "max_length": 128, "max_prompt_length": 96, "max_samples": 4,
