@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from prefdistill.generation import PromptSource
-from prefdistill.pipeline import SFTStep, prepare_sft_first
+from prefdistill.pipeline import Chain, SFTStep
 from prefdistill.train import train
 
 SFT_FIRST = ["pipeline=sft_first", "pipeline.sft.max_steps=2", "pipeline.sft.lr=1e-2",
@@ -27,14 +27,14 @@ def test_prepare_sft_first_keeps_the_data_and_reuses_the_stage(student_spec, tmp
 
     source = PromptSource("shipped", "train", limit=4)
     sft = SFTStep(fake_sft, {"steps": 1})
-    first = prepare_sft_first(student_spec, None, source, cache_dir=tmp_path, sft=sft)
+    first = Chain(sft_student=sft)(student_spec, None, source, cache_dir=tmp_path)
     assert first.path is None and first.teacher is None
     assert [(s.name, s.status) for s in first.stages] == [("sft-student", "ran")]
     assert first.student.name_or_path == str(first.stages[0].path / "model") and trained == [0]
-    again = prepare_sft_first(student_spec, None, source, cache_dir=tmp_path, sft=sft)
+    again = Chain(sft_student=sft)(student_spec, None, source, cache_dir=tmp_path)
     assert [s.status for s in again.stages] == ["reused"] and trained == [0]
     assert again.student == first.student
-    untouched = prepare_sft_first(student_spec, None, source, cache_dir=tmp_path, sft=None)
+    untouched = Chain()(student_spec, None, source, cache_dir=tmp_path)
     assert untouched.student == student_spec and untouched.stages == []
 
 
@@ -45,11 +45,11 @@ def test_prepare_sft_first_fine_tunes_the_teacher_when_asked(student_spec, teach
         merge_and_save(load_model(spec, trainable=False), load_tokenizer(spec), out_dir)
 
     sft = SFTStep(fake_sft, {"steps": 1})
-    both = prepare_sft_first(student_spec, teacher_spec, cache_dir=tmp_path, sft=sft, sft_teacher=sft)
+    both = Chain(sft_student=sft, sft_teacher=sft)(student_spec, teacher_spec, None, cache_dir=tmp_path)
     assert [s.name for s in both.stages] == ["sft-teacher", "sft-student"]
     assert both.teacher.name_or_path == str(both.stages[0].path / "model") != both.student.name_or_path
     with pytest.raises(ValueError, match="teacher="):
-        prepare_sft_first(student_spec, None, cache_dir=tmp_path, sft=sft, sft_teacher=sft)
+        Chain(sft_student=sft, sft_teacher=sft)(student_spec, None, None, cache_dir=tmp_path)
 
 
 def test_sft_then_dpo_from_the_sft_model_second_run_reuses_it(tiny_cfg, caplog):
