@@ -281,6 +281,7 @@ class RunNeeds:
     phases: list[Phase] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     held: list = field(default_factory=list)
+    pipeline: list = field(default_factory=list)  # the chain's PlannedStage s
 
 
 class Sizes:
@@ -337,7 +338,8 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
 def _pipeline_needs(run: RunNeeds, chain, policy, teacher, sizes: Sizes) -> None:
     """The chain's stages (``Chain.stages``) and the memory of each that loads a model: an SFT (or reward-model)
     stage trains it, a sampling or scoring stage holds it for inference."""
-    for stage in chain.stages(policy, teacher):
+    run.pipeline = chain.stages(policy, teacher)
+    for stage in run.pipeline:
         run.stages.append(stage.name)
         for role, spec in stage.models:
             if spec is None:
@@ -409,6 +411,7 @@ class Plan:
     memory: dict[str, dict[str, float]]
     problems: list[str]
     held: list = field(default_factory=list)  # the training module's HeldModel s (per rank)
+    pipeline: list = field(default_factory=list)  # the data chain's PlannedStage s
 
     def render(self) -> str:
         lines = ["preflight plan", "  stages: " + " -> ".join(self.stages)]
@@ -448,7 +451,7 @@ def plan_run(run: RunNeeds, hw: Hardware, places: Places, *, cuda: tuple[int, in
     capacity = device_memory(hw, cuda[1], host)
     problems += memory_problems(run.phases, hw, capacity[0], hardware_profiles(cuda[1], host))
     memory = {p.name: p.estimate(hw) for p in run.phases}
-    return Plan(run.stages, resolved, hw, capacity, memory, problems, run.held)
+    return Plan(run.stages, resolved, hw, capacity, memory, problems, run.held, run.pipeline)
 
 
 def _cuda() -> tuple[int, int | None]:

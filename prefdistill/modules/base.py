@@ -125,8 +125,9 @@ class PolicyModule(L.LightningModule):
         folder = str(self.reference_cache.root)  # a cache pass: reference_model() decides what runs it
         if self.uses_lora:
             return [HeldModel("reference", spec, "shared", folder, "computed by the policy, adapters disabled")]
-        if self.reference_spec is None:
-            return [HeldModel("reference", spec, "shared", folder, "computed by the untrained policy at step 0")]
+        if self.reference_spec is None:  # a split first read after step 0 (or on resume) needs the initial weights
+            note = "a split first read at step 0 is computed by the untrained policy itself, later by a fresh copy"
+            return [HeldModel("reference", spec, "pass", folder, note)]
         return [HeldModel("reference", spec, "pass", folder)]
 
     @property

@@ -54,15 +54,23 @@ class PladPairs(Step):
             from prefdistill.models import ModelSpec
 
             return (("scorer", ModelSpec(self.scorer.removeprefix(REWARD_MODEL_PREFIX))),)
+        if self._stage_scorer() and hasattr(self.scorer, "planned_stage"):  # it scores with the model it trained
+            return tuple(("scorer", spec) for _, spec in self.scorer.planned_stage().models)
         return super().models(state)
 
     def _stage_scorer(self) -> bool:
-        return self.uses_scorer and hasattr(self.scorer, "stage")
+        """A used scorer that is a stage's output. Asked of its type and attributes: reading ``stage`` would
+        run it (a reward model trained here trains when first used)."""
+        has_stage = hasattr(type(self.scorer), "stage") or "stage" in getattr(self.scorer, "__dict__", {})
+        return self.uses_scorer and has_stage
 
     def before(self, state: ChainState, *, planned: bool) -> list:
         if not self._stage_scorer():
             return []
-        return [self.scorer.planned_stage()] if planned else [self.scorer.stage]  # e.g. the reward-model stage
+        if planned:  # e.g. the reward-model stage, as its plan lists it
+            plan = getattr(self.scorer, "planned_stage", None)
+            return [plan()] if plan is not None else []
+        return [self.scorer.stage]
 
     def key(self, state: ChainState) -> str | None:
         teacher, student = state.sample_folders.get("teacher"), state.sample_folders.get("student")

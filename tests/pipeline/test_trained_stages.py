@@ -69,4 +69,4 @@ def test_reward_model_stage_trains_once_and_reports_its_held_out_accuracy(studen
     assert again.stage.status == "reused" and again.stage.path == rm.stage.path
     assert again.score(prompts, [r.chosen for r in held_out]) == pytest.approx(chosen)
     with pytest.raises(AssertionError, match="reused"):  # another recipe is another stage
-        reward_model.trained_reward_model(**{**recipe, "max_steps": 3}).stage
+        assert reward_model.trained_reward_model(**{**recipe, "max_steps": 3}).stage is None  # trains: raises
