@@ -113,11 +113,11 @@ def tiny_overrides(tmp_path, name: str, extra: tuple[str, ...] = ()) -> list[str
         out.append("teacher=tiny")
     if cfg.get("eval"):
         out.append("~eval")  # drops the suite the experiment selects (`eval=null` cannot undo an override)
-    if "sampling" in prepare:
+    if prepare.get("sampling"):
         out.append("pipeline.prepare.sampling.max_new_tokens=4")
     if (prepare.get("sampler") or {}).get("backend", "hf") != "hf":
         out.append("pipeline.prepare.sampler.backend=hf")
-    step = prepare.get("step") or {}
+    step = prepare.get("step") or OmegaConf.create({})
     if step.get("mcq_filter"):
         out.append("pipeline.prepare.step.mcq_filter=false")  # a random tiny teacher splits no list
     if step.get("alpha") == 0:
