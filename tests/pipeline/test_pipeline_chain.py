@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from prefdistill.data import load_records
 from prefdistill.data.records import ListRecord, PairRecord
 from prefdistill.generation import PromptSource, SamplingParams
@@ -68,3 +70,14 @@ def test_pad_chain_lists_and_reuse(student_spec, teacher_spec, tmp_path):
     expected = [0.5 * a + 0.5 * m for a, m in zip(raw["scores_avglogp"], raw["scores_mcq"])]
     assert raw["scores"] == expected
     assert [s.status for s in chain(student_spec, teacher_spec, SOURCE, cache_dir=tmp_path).stages] == ["reused"] * 2
+
+
+def test_sampling_settings_have_one_source_the_pipeline_file():
+    """A step that samples needs the chain's sampling settings (configs/pipeline/*.yaml write them; the code has
+    no second default to drift from them); a chain that only fine-tunes needs none, and needs a teacher only
+    when it fine-tunes one."""
+    with pytest.raises(ValueError, match="pipeline.prepare.sampling"):
+        Chain(PladPairs())
+    assert not Chain().needs_teacher and Chain(sft_teacher=SFTStep(print, {})).needs_teacher
+    assert Chain(PadLists(), sampling=FAST).needs_teacher  # it scores with the teacher
+    assert Chain(PadLists(k=3, n=2), sampling=FAST).params("student").n == 3  # k samples of the student
