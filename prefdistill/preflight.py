@@ -2,8 +2,10 @@
 
     python train.py method=plad model=llama2_7b teacher=llama2_13b preflight_only=true  # print the plan, exit
 
-:func:`check` (the first thing ``train.py`` does after building the specs and the loss) resolves, without
-downloading anything,
+:func:`check` (the first thing ``train.py`` does after building the run's objects -- specs, loss, data chain,
+training module; nothing loaded) asks those objects what the run will load and run -- the chain its stages
+and the models each loads (``Chain.stages``), the module the models it holds, how and for how long
+(``held_models``, :mod:`prefdistill.modules.held`) -- and resolves, without downloading anything,
 
 1. every model the run will load -- policy, reference, teacher, the pipeline's scorer, the evaluation's
    reward model -- and its tokenizer: a random-init spec; a local folder; the Hugging Face cache
@@ -13,12 +15,14 @@ downloading anything,
 2. every data source (training data, evaluation data): shipped, a local file or folder, or a hub dataset
    in the HF caches;
 3. what a stage will need besides: CUDA for GPU profiles, DeepSpeed, vLLM, a judge's API key;
-4. the memory each device needs in every phase (pipeline inference and SFT stages, training), refusing a
-   phase that cannot fit and naming the hardware profiles that would fit it.
+4. the memory each device needs in every phase (the chain's inference and training stages, training with
+   what the module holds frozen, a pass that fills a cache), refusing a phase that cannot fit and naming the
+   hardware profiles that would fit it.
 
 Each problem is one numbered line saying what is missing, where it was looked for and the fix;
-:class:`PreflightError` carries them all. :func:`plan_run` takes plain objects (specs, data locations,
-hardware facts); :func:`check` converts the entry point's resolved config (a plain dict) into them.
+:class:`PreflightError` carries them all. :func:`needs_of` gathers plain facts from the objects (and, from the
+resolved config, the data locations, the hardware and the evaluation suite); :func:`plan_run` resolves and
+sizes them. A further check is one more function adding to ``RunNeeds.problems`` (or the plan's).
 
 The memory model and its assumptions are in :mod:`prefdistill.memory`; model sizes come from the
 model's ``config.json`` when it is on this machine (counted on the meta device), else
