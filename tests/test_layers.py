@@ -45,7 +45,11 @@ def imports(path: Path) -> set[str]:
     """Every ``prefdistill.*`` module ``path`` imports, wherever the statement is (lazy imports included)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("prefdistill"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("prefdistill")
+        ):
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("prefdistill")}
@@ -76,7 +80,9 @@ def test_imports_point_down_only():
         if unit(target) != "<package>" and unit(source) not in top_level and unit(source) != "<package>"
         and layer(unit(target), top_level) >= layer(unit(source), top_level)
     ]  # fmt: skip
-    assert not upward, "imports that do not point down (see this file's docstring for the layers):\n" + "\n".join(upward)
+    assert not upward, (
+        "imports that do not point down (see this file's docstring for the layers):\n" + "\n".join(upward)
+    )
 
 
 def test_losses_import_nothing_above_utils():

@@ -125,7 +125,9 @@ def record_run(monkeypatch) -> dict:
 
     load_model.original = original
     for module in [m for name, m in sys.modules.items() if name.startswith("prefdistill")]:
-        found = getattr(module, "load_model", None)  # (a module imported under an earlier recorder holds that one)
+        found = getattr(
+            module, "load_model", None
+        )  # (a module imported under an earlier recorder holds that one)
         if found is not None and getattr(found, "original", found) is original:
             monkeypatch.setattr(module, "load_model", load_model)
     run_chain, check, build = Chain.__call__, entry.check, entry.RunObjects.module
@@ -173,7 +175,10 @@ def assert_plan_is_what_ran(seen: dict) -> None:
     assert describe(plan.held) == describe(planned.held_models()) == describe(trained.held_models())
     held = trained.held_models()
     at_setup = {(key, trainable) for key, trainable, phase in seen["loads"] if phase == "configure"}
-    assert at_setup == {(model_key(h.spec), h.how == "trained") for h in held if h.in_training}, (at_setup, held)
+    assert at_setup == {(model_key(h.spec), h.how == "trained") for h in held if h.in_training}, (
+        at_setup,
+        held,
+    )
     later = {(key, trainable) for key, trainable, phase in seen["loads"] if phase == "training"}
     assert later <= {(model_key(h.spec), False) for h in held if h.how == "pass"}, (later, held)
     if not any(stage.trains for stage in plan.pipeline):  # (an SFT'd model loads from the folder it made)

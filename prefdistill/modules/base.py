@@ -22,7 +22,7 @@ import torch
 
 from prefdistill.losses import Loss
 from prefdistill.models import ModelSpec, load_model
-from prefdistill.modules.held import HeldModel
+from prefdistill.modules.held import HeldModel, held_reference
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +112,7 @@ class PolicyModule(L.LightningModule):
     def held_models(self) -> list[HeldModel]:
         """Every model this module loads or shares, and how (:mod:`prefdistill.modules.held`): the policy, then
         what the loss needs besides (the reference here; ``DistillModule`` adds the teacher)."""
-        return [HeldModel("policy", self.policy_spec, "trained"), *self._held_reference()]
-
-    def _held_reference(self) -> list[HeldModel]:
-        source, spec = self.reference_source(), self.reference_spec or self.policy_spec
-        if source is None:
-            return []
-        if source == "copy":
-            return [HeldModel("reference", spec, "frozen")]
-        if source == "adapters":
-            return [HeldModel("reference", spec, "shared", note="the policy with its LoRA adapters disabled")]
-        folder = str(self.reference_cache.root)  # a cache pass: reference_model() decides what runs it
-        if self.uses_lora:
-            return [HeldModel("reference", spec, "shared", folder, "computed by the policy, adapters disabled")]
-        if self.reference_spec is None:  # a split first read after step 0 (or on resume) needs the initial weights
-            note = "a split first read at step 0 is computed by the untrained policy itself, later by a fresh copy"
-            return [HeldModel("reference", spec, "pass", folder, note)]
-        return [HeldModel("reference", spec, "pass", folder)]
+        return [HeldModel("policy", self.policy_spec, "trained"), *held_reference(self)]
 
     @property
     def optimizer_name(self) -> str:

@@ -50,3 +50,26 @@ class HeldModel:
         return f"{self.role} {getattr(self.spec, 'name_or_path', self.spec)} ({dtype}): {where}" + (
             f"; {self.note}" if self.note else ""
         )
+
+
+def held_reference(module) -> list[HeldModel]:
+    """The reference entry of ``module`` (none, a frozen copy, the adapter-disabled policy, or a cache pass), from
+    the same ``reference_source()`` that ``load_reference`` acts on."""
+    source, spec = module.reference_source(), module.reference_spec or module.policy_spec
+    if source is None:
+        return []
+    if source == "copy":
+        return [HeldModel("reference", spec, "frozen")]
+    if source == "adapters":
+        return [HeldModel("reference", spec, "shared", note="the policy with its LoRA adapters disabled")]
+    folder = str(module.reference_cache.root)  # a cache pass: reference_model() decides what runs it
+    if module.uses_lora:
+        return [HeldModel("reference", spec, "shared", folder, "computed by the policy, adapters disabled")]
+    if (
+        module.reference_spec is None
+    ):  # a split first read after step 0 (or on resume) needs the initial weights
+        note = (
+            "a split first read at step 0 is computed by the untrained policy itself, later by a fresh copy"
+        )
+        return [HeldModel("reference", spec, "pass", folder, note)]
+    return [HeldModel("reference", spec, "pass", folder)]

@@ -39,7 +39,9 @@ class PairForward:
     @staticmethod
     def concat(batch, sides) -> list[torch.Tensor]:
         """``[input_ids, attention_mask, labels]`` of ``sides`` stacked as rows (``[chosen; rejected]``)."""
-        return [torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")]
+        return [
+            torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")
+        ]
 
     def sequence_logps(self, model, batch, sides=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(len(sides)*B,) summed response log-probs (fp32) and token counts of ``sides`` (default: the sides the

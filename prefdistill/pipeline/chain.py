@@ -91,7 +91,9 @@ class Chain:
             )
         self.step, self.sampler, self.seed = step, sampler or Sampler(), seed
         self.sampling = sampling
-        self.teacher_sampling = teacher_sampling or (teacher_stream(sampling) if sampling is not None else None)
+        self.teacher_sampling = teacher_sampling or (
+            teacher_stream(sampling) if sampling is not None else None
+        )
         self.sft = {"student": sft_student, "teacher": sft_teacher}
 
     @property
@@ -110,7 +112,9 @@ class Chain:
         an SFT'd copy; the step's when its inputs' are known). Nothing is loaded or run."""
         base = {"student": student, "teacher": teacher}
         planned = [
-            PlannedStage(f"sft-{role}", ((role, base[role]),), sft_key(base[role], self.sft[role]), trains=True)
+            PlannedStage(
+                f"sft-{role}", ((role, base[role]),), sft_key(base[role], self.sft[role]), trains=True
+            )
             for role in ROLES
             if self.sft[role] is not None and base[role] is not None
         ]
@@ -121,7 +125,9 @@ class Chain:
         dkey = data_key(data) if data is not None else None
         for role in self.step.samples:
             spec = known[role]
-            key = sample_key(spec, dkey, self.params(role), self.sampler) if spec is not None and dkey else None
+            key = (
+                sample_key(spec, dkey, self.params(role), self.sampler) if spec is not None and dkey else None
+            )
             stage = PlannedStage(f"samples-{role}", ((role, base[role]),), key)
             state.sample_folders[role] = stage.folder_name
             planned.append(stage)
@@ -146,7 +152,9 @@ class Chain:
             state = ChainState(models, self.sampler, self.seed, data, cache_dir)
             dkey = data_key(data)
             for role in self.step.samples:
-                result = sample_stage(role, models[role], data, dkey, self.params(role), self.sampler, cache_dir)
+                result = sample_stage(
+                    role, models[role], data, dkey, self.params(role), self.sampler, cache_dir
+                )
                 state.samples[role], state.sample_folders[role] = result, result.path.name
                 stages.append(result)
             stages += self.step.run(state)

@@ -83,7 +83,9 @@ class PadLists(Step):
         atomic_write_json(folder / f"part-{rank}-of-{world}.json", stats)
         log.info("PAD lists of rank %d of %d (%d prompts): %s", rank, world, len(block), stats)
 
-    def merge(self, state: ChainState, folder: Path) -> dict:  # rank 0, once: parts in rank order = prompts in order
+    def merge(
+        self, state: ChainState, folder: Path
+    ) -> dict:  # rank 0, once: parts in rank order = prompts in order
         parts = sorted(folder.glob("part-*-of-*.jsonl"), key=lambda p: int(p.name.split("-")[1]))
         rows = [row for p in parts for row in read_jsonl(p)]
         stats: Counter = Counter()

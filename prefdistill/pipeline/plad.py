@@ -54,7 +54,9 @@ class PladPairs(Step):
             from prefdistill.models import ModelSpec
 
             return (("scorer", ModelSpec(self.scorer.removeprefix(REWARD_MODEL_PREFIX))),)
-        if self._stage_scorer() and hasattr(self.scorer, "planned_stage"):  # it scores with the model it trained
+        if self._stage_scorer() and hasattr(
+            self.scorer, "planned_stage"
+        ):  # it scores with the model it trained
             return tuple(("scorer", spec) for _, spec in self.scorer.planned_stage().models)
         return super().models(state)
 
@@ -92,7 +94,10 @@ class PladPairs(Step):
 
     def build(self, state: ChainState, folder: Path) -> dict:
         data = state.data
-        teacher_draws, student_draws = read_samples(state.samples["teacher"]), read_samples(state.samples["student"])
+        teacher_draws, student_draws = (
+            read_samples(state.samples["teacher"]),
+            read_samples(state.samples["student"]),
+        )
         prompts, ids, t_flat, s_flat = [], [], [], []
         for i, (ts, ss) in enumerate(zip(teacher_draws, student_draws)):
             for j in range(min(len(ts), len(ss))):
@@ -115,4 +120,3 @@ class PladPairs(Step):
         write_jsonl(folder / self.output, rows)
         log.info("PLaD pairs: %s", stats)
         return stats
-

@@ -75,7 +75,9 @@ class StageRewardModel:
     @property
     def name(self) -> str:
         info = self.stage.info or {}
-        return f"rm:{self.stage.path.name} (held-out pair accuracy {info.get('val_accuracy', float('nan')):.3f})"
+        return (
+            f"rm:{self.stage.path.name} (held-out pair accuracy {info.get('val_accuracy', float('nan')):.3f})"
+        )
 
     @property
     def cache_identity(self) -> dict | None:
@@ -98,7 +100,9 @@ def train_reward_model(
 
     L.seed_everything(seed, workers=True)
     tokenizer = load_tokenizer(spec)
-    datamodule = PreferenceDataModule(**{**data, "record_type": "pairwise", "batch_size": batch_size, "seed": seed})
+    datamodule = PreferenceDataModule(
+        **{**data, "record_type": "pairwise", "batch_size": batch_size, "seed": seed}
+    )
     datamodule.connect(tokenizer)
     module = RewardModule(policy=spec, loss=get_loss("reward"), optimizer=partial(torch.optim.AdamW, lr=lr))
     monitor = ThroughputMonitor()
