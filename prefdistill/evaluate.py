@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.analysis.summary import compare_runs
 from prefdistill.eval.runner import evaluate_model, resolve_run
+from prefdistill.utils.config_groups import register_config_groups
 from prefdistill.utils.run import (
     config_dir,
     exit_on_usage_error,
@@ -32,6 +33,7 @@ from prefdistill.utils.run import (
 )
 
 log = logging.getLogger("prefdistill.evaluate")
+register_config_groups()  # the teacher group (utils/config_groups.py)
 register_resolvers()
 
 

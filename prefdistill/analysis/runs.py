@@ -171,7 +171,7 @@ def run_metrics(run: dict[str, Any]) -> dict[str, float]:
     training under their own names (``val/loss``), before training as ``before/val/loss``, training
     metrics (``train/...``), evaluation metrics as ``eval/<metric>`` (from metrics.json when train.py
     evaluated, else from the run's ``eval_<suite>/eval_results.json``) and the run's cost as
-    ``cost/seconds`` and ``cost/tokens`` (pipeline stages + training, ``eval/cost.py``)."""
+    ``cost/seconds`` and ``cost/tokens`` (pipeline stages + training, ``utils/cost.py``)."""
     m = run["metrics"]
     out: dict[str, float] = {}
     out.update({f"before/{k}": v for k, v in m.get("before", {}).items()})
