@@ -41,7 +41,10 @@ class StageRewardModel:
 
     def __init__(self, base, recipe: dict, cache_dir: str | os.PathLike, **scoring):
         self.base, self.recipe, self.cache_dir, self.scoring = base, recipe, cache_dir, scoring
-        self.key = hash_inputs({"model": base.identity(), "reward": recipe})
+        inputs = {"model": base.identity(), "reward": recipe}
+        if base.lora is not None:  # a LoRA RM and a full one are two models (identity() leaves adapters out);
+            inputs["adapter"] = dict(base.lora)  # a full fine-tuning's key stays what it was
+        self.key = hash_inputs(inputs)
         self._stage: StageResult | None = None
         self._model: RewardModel | None = None
 

@@ -70,3 +70,14 @@ def test_reward_model_stage_trains_once_and_reports_its_held_out_accuracy(studen
     assert again.score(prompts, [r.chosen for r in held_out]) == pytest.approx(chosen)
     with pytest.raises(AssertionError, match="reused"):  # another recipe is another stage
         assert reward_model.trained_reward_model(**{**recipe, "max_steps": 3}).stage is None  # trains: raises
+
+
+def test_a_lora_reward_model_and_a_full_one_are_two_stages(student_spec, tmp_path):
+    import dataclasses
+
+    adapter = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}
+    recipe = {"data": {"source": "shipped"}, "max_steps": 1, "lr": 1e-3, "batch_size": 2, "seed": 0}
+    full = reward_model.trained_reward_model(base=student_spec, cache_dir=tmp_path, **recipe)
+    lora = reward_model.trained_reward_model(base=dataclasses.replace(student_spec, lora=adapter), cache_dir=tmp_path, **recipe)
+    assert full.key != lora.key and full.planned_stage().key == full.key
+    assert reward_model.trained_reward_model(base=student_spec, cache_dir=tmp_path, **recipe).key == full.key
