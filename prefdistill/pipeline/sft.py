@@ -12,6 +12,7 @@ with the same settings reuses the fine-tuned model. The trainer runs the
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def sft_step(
     ``lora`` decides how the SFT trains apart from how the run trains afterwards: a student SFT'd with full
     fine-tuning (``lora: null``) and then distilled through a LoRA adapter (PLaD's recipe), or a teacher given
     an adapter for its SFT although the teacher group has none. ``inherit`` trains the spec's own."""
-    if lora != INHERIT and lora is not None and not isinstance(lora, dict):
+    if lora != INHERIT and lora is not None and not isinstance(lora, Mapping):
         raise ValueError(f"SFT recipe lora={lora!r}: use {INHERIT!r}, null (full fine-tuning) or an adapter "
                          "mapping like the model configs' lora")  # fmt: skip
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
