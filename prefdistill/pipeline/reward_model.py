@@ -29,7 +29,7 @@ import torch
 
 from prefdistill.eval.reward import RewardModel
 from prefdistill.pipeline.stages import Stage, StageResult
-from prefdistill.pipeline.steps import PlannedStage
+from prefdistill.pipeline.steps import INHERIT, PlannedStage, sft_spec
 from prefdistill.utils.cache import hash_inputs
 
 
@@ -136,13 +136,16 @@ def trained_reward_model(
     seed: int = 0,
     score_batch_size: int = 16,
     max_length: int = 1024,
+    lora: dict | str | None = INHERIT,
 ) -> StageRewardModel:
     """The reward model of stage ``reward-model`` (trained when first used, or reused): ``base`` (a ModelSpec; LoRA
     trains adapters + head) fine-tuned ``max_steps`` steps of ``batch_size`` pairs at ``lr`` on ``data``
     (``PreferenceDataModule`` arguments). ``score_batch_size`` and ``max_length`` are how it scores
-    (``RewardModel``); it renders prompts with the template it was trained with (``data["template"]``)."""
+    (``RewardModel``); it renders prompts with the template it was trained with (``data["template"]``).
+    ``lora``: the adapter the reward model trains, as an SFT recipe's (``inherit`` = ``base``'s own, null = full
+    fine-tuning), so ``base`` can be a frozen teacher spec."""
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     template = data.get("template", "auto")
     return StageRewardModel(
-        base, recipe, cache_dir, batch_size=score_batch_size, max_length=max_length, template=template
+        sft_spec(base, lora), recipe, cache_dir, batch_size=score_batch_size, max_length=max_length, template=template
     )

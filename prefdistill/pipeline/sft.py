@@ -12,7 +12,6 @@ with the same settings reuses the fine-tuned model. The trainer runs the
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
 from prefdistill.modules import PreferenceModule
-from prefdistill.pipeline.steps import INHERIT, SFTStep, sft_spec
+from prefdistill.pipeline.steps import INHERIT, SFTStep, check_adapter, sft_spec
 
 
 def sft_finetune(
@@ -89,12 +88,9 @@ def sft_step(
     ``lora`` decides how the SFT trains apart from how the run trains afterwards: a student SFT'd with full
     fine-tuning (``lora: null``) and then distilled through a LoRA adapter (PLaD's recipe), or a teacher given
     an adapter for its SFT although the teacher group has none. ``inherit`` trains the spec's own."""
-    if lora != INHERIT and lora is not None and not isinstance(lora, Mapping):
-        raise ValueError(f"SFT recipe lora={lora!r}: use {INHERIT!r}, null (full fine-tuning) or an adapter "
-                         "mapping like the model configs' lora")  # fmt: skip
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     if max_epochs is not None:  # absent from older recipes: their cached models stay valid
         recipe["max_epochs"] = max_epochs
-    if lora != INHERIT:  # likewise
+    if check_adapter(lora) != INHERIT:  # likewise
         recipe["lora"] = lora
     return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)

@@ -81,3 +81,17 @@ def test_a_lora_reward_model_and_a_full_one_are_two_stages(student_spec, tmp_pat
     lora = reward_model.trained_reward_model(base=dataclasses.replace(student_spec, lora=adapter), cache_dir=tmp_path, **recipe)
     assert full.key != lora.key and full.planned_stage().key == full.key
     assert reward_model.trained_reward_model(base=student_spec, cache_dir=tmp_path, **recipe).key == full.key
+
+
+def test_a_reward_model_of_a_frozen_teacher_spec_trains_the_adapter_it_is_given(student_spec, tmp_path):
+    import dataclasses
+
+    adapter = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj"]}
+    recipe = {"data": {"source": "shipped"}, "max_steps": 1, "lr": 1e-3, "batch_size": 2, "seed": 0}
+    given = reward_model.trained_reward_model(base=student_spec, cache_dir=tmp_path, lora=adapter, **recipe)
+    spec_own = dataclasses.replace(student_spec, lora=adapter)
+    assert given.base.lora == spec_own.lora and given.key == reward_model.trained_reward_model(
+        base=spec_own, cache_dir=tmp_path, **recipe
+    ).key  # fmt: skip
+    with pytest.raises(ValueError, match="use 'inherit', null"):
+        reward_model.trained_reward_model(base=student_spec, cache_dir=tmp_path, lora="r8", **recipe)
