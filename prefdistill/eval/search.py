@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from hydra.experimental.callback import Callback
 
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -159,6 +160,17 @@ def summarize(sweep: Path, metric: str, write_rows: Path | None = None) -> str:
             raise ValueError(f"search {sweep}: its jobs name no row (row=<name>); no tuned row to write")
         atomic_write_text(write_rows / f"{row}_tuned.yaml", tuned_row_text(row, best, keys, metric))
     return table
+
+
+class SearchSummary(Callback):
+    """A Hydra callback: at the end of a search multirun, ``search.md`` and ``chosen.json`` in its folder (the
+    objective is the run's ``optimized_metric``), printed."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        metric = config.get("optimized_metric")
+        if not metric:
+            raise ValueError("search summary: set optimized_metric (the objective the search maximises)")
+        print(summarize(Path(config.hydra.sweep.dir), metric), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -95,7 +95,7 @@ def train_reward_model(
 ) -> dict:
     """Train a reward model on ``data`` (PreferenceDataModule arguments), save it at ``out_dir``; returns
     ``{"tokens", "val_accuracy", "val_margin", "val_pairs"}`` (held-out: the validation split)."""
-    from prefdistill.callbacks import ThroughputMonitor
+    from prefdistill.callbacks import ThroughputMonitor, stage_progress
     from prefdistill.data import PreferenceDataModule
     from prefdistill.losses import get_loss
     from prefdistill.models import load_tokenizer, merge_and_save
@@ -111,7 +111,8 @@ def train_reward_model(
     monitor = ThroughputMonitor()
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=-1, devices=1, logger=False, enable_checkpointing=False,
-        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, callbacks=[monitor],
+        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
+        callbacks=[monitor, stage_progress()],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     judge = L.Trainer(devices=1, logger=False, enable_model_summary=False, enable_progress_bar=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from prefdistill.callbacks import ThroughputMonitor
+from prefdistill.callbacks import ThroughputMonitor, stage_progress
 from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
@@ -59,7 +59,7 @@ def sft_finetune(
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=max_epochs or -1, accelerator=accelerator, devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
-        callbacks=[monitor],
+        callbacks=[monitor, stage_progress()],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out_dir = Path(out_dir)

@@ -30,14 +30,16 @@ def _length(encoder, prompt, response) -> int:
     return len(prompt_ids) + len(response_ids)
 
 
-def test_sft_stage_records_the_tokens_it_trained_on(student_spec, tmp_path):
-    """max_samples 4, batch 2, 2 steps: one epoch, every row once: tokens = sum of prompt + response lengths."""
+def test_sft_stage_records_the_tokens_it_trained_on(student_spec, tmp_path, capfd):
+    """max_samples 4, batch 2, 2 steps: one epoch, every row once: tokens = sum of prompt + response lengths.
+    Its progress shows in a log file too (a tqdm bar, not a rich one that draws only on a terminal)."""
     encoder = PromptEncoder(load_tokenizer(student_spec), "auto")
     expected = sum(_length(encoder, r.prompt, r.chosen) for r in _pairs("train"))
     sft = sft_step(data=DATA, max_steps=2, batch_size=2, lr=1e-3)
     _, result = finetuned("student", student_spec, sft, tmp_path)
     assert result.info["tokens"] == expected
     assert stage_cost(result.path)["tokens"] == expected
+    assert "Epoch 0: 100%" in capfd.readouterr().out
 
 
 def test_reward_model_stage_trains_once_and_reports_its_held_out_accuracy(student_spec, tmp_path, monkeypatch):
