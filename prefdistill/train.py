@@ -37,7 +37,7 @@ from prefdistill.utils.cost import record_stage_costs, run_cost
 from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir, wandb_url
-from prefdistill.utils.resume import Start, check_start, fingerprint, recording_callback
+from prefdistill.utils.resume import Start, check_start, fingerprint, finished, recording_callback
 from prefdistill.utils.run import (
     config_dir,
     discard_run_folder,
@@ -77,6 +77,10 @@ def train(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     start = _start(cfg, config)  # before anything is written into the run folder
+    if cfg.reuse_finished and (done := finished(out_dir, config)) is not None:
+        log.info("run %s already finished with this configuration: its metrics.json is reused (reuse_finished="
+                 "false trains and evaluates it again)", out_dir.name)  # fmt: skip
+        return flat_metrics(done)
     log.info("%s", start.describe())
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
@@ -101,6 +105,12 @@ def train(cfg: DictConfig) -> dict:
     except BaseException:
         stop_ranks(trainer)
         raise
+
+
+def flat_metrics(result: dict) -> dict:
+    """What ``main`` returns to a sweeper: held-out metrics after, ``before/<name>``, and the training metrics."""
+    before = {f"before/{k}": v for k, v in result.get("before", {}).items()}
+    return {**result.get("after", {}), **before, **result.get("train", {})}
 
 
 @dataclass
@@ -176,7 +186,7 @@ def _train(
     if cfg.get("eval") and model_dir is not None:
         suite = instantiate(cfg.eval, _convert_="all")
         after |= evaluate_run(suite, out_dir, wandb={"enabled": "wandb" in (cfg.get("logger") or {})})
-    metrics = {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
+    metrics = flat_metrics({"before": before, "after": after, "train": train_metrics})
     if not trainer.is_global_zero:  # every rank holds the same (reduced) metrics; rank 0 writes them
         return metrics
     result = {

@@ -79,3 +79,23 @@ def test_the_fingerprint_keeps_what_determines_the_result(tiny_cfg):
 def test_resume_must_be_check_or_force(tiny_cfg, tmp_path):
     with pytest.raises(UsageError, match="resume must be one of"):
         train(_in(tmp_path / "r", tiny_cfg("resume=yes")))
+
+
+def test_a_finished_run_is_reused_unless_its_evaluation_differs_or_reuse_is_off(tiny_cfg, tmp_path, caplog):
+    """A re-launched sweep (a search) redoes only the jobs that did not finish: a finished run with the same
+    fingerprint and the same evaluation / held-out settings returns its metrics.json without training."""
+    caplog.set_level("INFO", logger="prefdistill")
+    run = tmp_path / "finished_run"
+    metrics = train(_in(run, tiny_cfg("save_model=false")))
+    written = (run / "metrics.json").stat().st_mtime_ns
+    caplog.clear()
+    again = train(_in(run, tiny_cfg("save_model=false", "logger=csv")))  # logging differs: still the same run
+    assert again == metrics and (run / "metrics.json").stat().st_mtime_ns == written
+    assert "already finished with this configuration" in caplog.text and "resuming run" not in caplog.text
+    caplog.clear()
+    train(_in(run, tiny_cfg("save_model=false", "validate_before_fit=false")))  # other held-out passes: re-run
+    assert "already finished" not in caplog.text and (run / "metrics.json").stat().st_mtime_ns != written
+    written = (run / "metrics.json").stat().st_mtime_ns
+    caplog.clear()
+    train(_in(run, tiny_cfg("save_model=false", "validate_before_fit=false", "reuse_finished=false")))
+    assert "already finished" not in caplog.text and (run / "metrics.json").stat().st_mtime_ns != written

@@ -32,7 +32,7 @@ FINGERPRINT_FILE = "run_fingerprint.json"
 # evaluation after training, how the work is laid out on the hardware. Prefixes of dotted keys.
 NOT_RESULT = (
     "task_name", "tags", "optimized_metric", "validate_before_fit", "validate_after_fit", "eval_label",
-    "save_model", "save_merged", "run_name", "ckpt_path", "resume", "preflight_only", "eval", "logger",
+    "save_model", "save_merged", "run_name", "ckpt_path", "resume", "reuse_finished", "preflight_only", "eval", "logger",
     "callbacks", "paths", "hydra", "hardware",
     "trainer.default_root_dir", "trainer.log_every_n_steps", "trainer.enable_model_summary",
     "trainer.enable_progress_bar", "trainer.enable_checkpointing", "trainer.val_check_interval",
@@ -207,3 +207,32 @@ def recording_callback(run_dir: str | Path, new: dict[str, Any], start: Start):
                 record_start(run_dir, new, start)
 
     return RecordStart()
+
+
+# What else a finished run's metrics depend on: the evaluation after training and the held-out passes.
+METRIC_SETTINGS = ("eval", "validate_before_fit", "validate_after_fit", "trainer.limit_val_batches")
+
+
+def finished(run_dir: str | Path, config: dict) -> dict | None:
+    """The ``metrics.json`` of a run folder that already finished with this configuration, else None.
+
+    Finished with this configuration: ``metrics.json`` exists, the recorded fingerprint equals this launch's
+    (:func:`fingerprint`) and so do the settings its metrics also depend on (:data:`METRIC_SETTINGS`, read
+    from the folder's ``config_resolved.yaml``). A re-launched sweep then reuses every job that finished --
+    what makes a hyper-parameter search resumable job by job -- instead of re-evaluating it."""
+    from omegaconf import OmegaConf
+
+    from prefdistill.analysis.runs import flatten
+
+    run_dir = Path(run_dir)
+    previous, metrics_file, resolved = recorded(run_dir), run_dir / "metrics.json", run_dir / "config_resolved.yaml"
+    if previous is None or not metrics_file.is_file() or not resolved.is_file():
+        return None
+    if differences(previous["fingerprint"], fingerprint(config)):
+        return None
+    old = flatten(OmegaConf.to_container(OmegaConf.load(resolved), resolve=False))
+    new = flatten(config)
+    settings = lambda flat: {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in METRIC_SETTINGS)}  # noqa: E731
+    if settings(old) != settings(new):
+        return None
+    return json.loads(metrics_file.read_text())
