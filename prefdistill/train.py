@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.callbacks import fit_totals
 from prefdistill.convert import describe_saved, save_final_policy, saved_model
-from prefdistill.errors import UsageError
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
 from prefdistill.models import ModelSpec, load_tokenizer, record_run_spec
@@ -36,6 +35,7 @@ from prefdistill.utils.config_groups import register_config_groups
 from prefdistill.utils.cost import record_stage_costs, run_cost
 from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
+from prefdistill.utils.errors import UsageError
 from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir, wandb_url
 from prefdistill.utils.resume import Start, check_start, fingerprint, finished, recording_callback
 from prefdistill.utils.run import (
@@ -144,7 +144,13 @@ class RunObjects:
 
 
 def _train(
-    cfg: DictConfig, trainer: L.Trainer, loggers: list, run: RunObjects, started: float, start: Start, config: dict
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    loggers: list,
+    run: RunObjects,
+    started: float,
+    start: Start,
+    config: dict,
 ) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -197,9 +203,15 @@ def _train(
         "skipped_nonfinite_steps": module.bad_steps_total,
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
-        "cost": run_cost(out_dir, fit_totals(trainer)),  # pipeline stages + fit: seconds, tokens (utils/cost.py)
-        "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers),
-                  "wandb_url": wandb_url(loggers)},  # fmt: skip
+        "cost": run_cost(
+            out_dir, fit_totals(trainer)
+        ),  # pipeline stages + fit: seconds, tokens (utils/cost.py)
+        "paths": {
+            "run": str(out_dir),
+            "model": model_dir and str(model_dir),
+            "wandb": wandb_dir(loggers),
+            "wandb_url": wandb_url(loggers),
+        },  # fmt: skip
         "model": model_dir and saved_model(model_dir, policy_spec),  # LoRA adapter over <base>, or full model
         "resume": {"started_at_step": start.step, "forced": start.forced},  # resume=force is recorded here
     }

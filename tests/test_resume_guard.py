@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from prefdistill.errors import UsageError
 from prefdistill.train import train
+from prefdistill.utils.errors import UsageError
 from prefdistill.utils.resume import FINGERPRINT_FILE, RunConfigChanged, fingerprint
 
 
@@ -93,7 +93,9 @@ def test_a_finished_run_is_reused_unless_its_evaluation_differs_or_reuse_is_off(
     assert again == metrics and (run / "metrics.json").stat().st_mtime_ns == written
     assert "already finished with this configuration" in caplog.text and "resuming run" not in caplog.text
     caplog.clear()
-    train(_in(run, tiny_cfg("save_model=false", "validate_before_fit=false")))  # other held-out passes: re-run
+    train(
+        _in(run, tiny_cfg("save_model=false", "validate_before_fit=false"))
+    )  # other held-out passes: re-run
     assert "already finished" not in caplog.text and (run / "metrics.json").stat().st_mtime_ns != written
     written = (run / "metrics.json").stat().st_mtime_ns
     caplog.clear()

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefdistill.utils.nested import flatten
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -131,20 +133,6 @@ def labelled_runs(results: Results) -> dict[str, Path]:
 
 
 # -- one run -----------------------------------------------------------------------------------
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": leaf}``; lists and scalars are leaves."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:

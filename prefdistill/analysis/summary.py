@@ -1,6 +1,6 @@
 """The table a sweep ends with, and ``evaluate.py compare=[...]`` on any results folder.
 
-Every multirun writes ``<sweep>/summary.md`` (``prefdistill.utils.sweep.SweepSummary``, configured for every
+Every multirun writes ``<sweep>/summary.md`` (``SweepSummary`` below, configured for every
 app in ``configs/hydra/default.yaml``): one row per job, the swept keys as columns, the held-out metrics
 before and after training, the evaluation suite's columns when the jobs ran one (``eval=<suite>``), the
 cost (wall-clock seconds and tokens, ``metrics.json``'s ``cost``) and, below the table, each job's run
@@ -15,11 +15,18 @@ table of the jobs that ran.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from prefdistill.analysis.runs import Results, find_runs, runs_table
 from prefdistill.analysis.tables import comparison_columns, comparison_table
-from prefdistill.errors import UsageError
+from prefdistill.utils.errors import UsageError
+
+log = logging.getLogger("prefdistill")
 
 SUMMARY_FILE = "summary.md"
 COST_COLUMNS = (("cost/seconds", "Time (s)"), ("cost/tokens", "Tokens"))
@@ -82,3 +89,26 @@ def compare_runs(paths: list[str | Path], out_dir: str | Path) -> tuple[str, Pat
             f"compare: no {report.RESULTS_FILE} and no run folder (config_resolved.yaml) under {list(map(str, paths))}"
         )
     return sweep_summary([Path(p).expanduser() for p in paths], out_dir), Path(out_dir) / SUMMARY_FILE
+
+
+class SweepSummary(Callback):
+    """Writes ``<sweep>/summary.md`` after each job of a multirun and prints it at the end."""
+
+    def _write(self, config: DictConfig) -> str | None:
+        sweep = Path(str(config.hydra.sweep.dir))
+        try:
+            return sweep_summary(sweep, out_dir=sweep)
+        except FileNotFoundError:  # no job wrote a run folder (evaluate.py, generate.py sweeps)
+            return None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self._write(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        text = self._write(config)
+        if text is not None:
+            print(text, flush=True)
+            log.info("sweep summary: %s", Path(str(config.hydra.sweep.dir)) / "summary.md")

@@ -28,7 +28,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Union
 
-from prefdistill.errors import UsageError
+from prefdistill.utils.errors import UsageError
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]

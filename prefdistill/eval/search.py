@@ -41,6 +41,7 @@ class Job:
     folder: Path
     overrides: dict[str, str]  # key -> value as given on the command line (Hydra's overrides.yaml)
     metrics: dict | None  # metrics.json, None when the job did not finish
+    choices: dict | None = None  # the config group choices the job ran with (row=..., Hydra's hydra.yaml)
 
     def value(self, key: str) -> float | None:
         if self.metrics is None:
@@ -61,18 +62,27 @@ def _overrides(folder: Path) -> dict[str, str]:
     return out
 
 
+def _choices(folder: Path) -> dict | None:
+    path = folder / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    return ((yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("runtime", {}) or {}).get("choices")
+
+
 def read_jobs(sweep: Path) -> list[Job]:
     """Every job folder of a multirun (a folder holding ``.hydra/overrides.yaml``), in the sweep's order."""
     from prefdistill.eval.multirun_table import job_order
 
-    folders = sorted((p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")), key=lambda f: job_order(f))
+    folders = sorted(
+        (p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")), key=lambda f: job_order(f)
+    )
     folders = [f for f in folders if f != sweep and "reference_rows" not in f.relative_to(sweep).parts]
     if not folders:
         raise FileNotFoundError(f"search: no job folder (with .hydra/overrides.yaml) under {sweep}")
     jobs = []
     for f in folders:
         metrics = json.loads((f / "metrics.json").read_text()) if (f / "metrics.json").is_file() else None
-        jobs.append(Job(f, _overrides(f), metrics))
+        jobs.append(Job(f, _overrides(f), metrics, _choices(f)))
     return jobs
 
 
@@ -83,9 +93,12 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 
 
 def row_of(jobs: list[Job]) -> str | None:
-    rows = {j.overrides.get("row") for j in jobs}
+    """The row the jobs ran (``row=`` on the command line, else the group choice a search file made)."""
+    rows = {j.overrides.get("row") or (j.choices or {}).get("row") for j in jobs}
     if len(rows) > 1:
-        raise ValueError(f"search: the jobs ran different rows {sorted(map(str, rows))}; search one row per sweep")
+        raise ValueError(
+            f"search: the jobs ran different rows {sorted(map(str, rows))}; search one row per sweep"
+        )
     return rows.pop()
 
 
@@ -165,6 +178,7 @@ def collapse_table(jobs: list[Job]) -> str:
     """Markdown: per job, the swept values, the student's per-token log-likelihood of the held-out pairs' chosen
     (teacher) and rejected (student) responses before -> after training and their gap, then the validation exact
     match and degeneracy numbers: a collapse shows as both likelihoods falling while the gap grows."""
+
     def pair(j: Job, key: str) -> tuple[float | None, float | None]:
         m = j.metrics or {}
         return m.get("before", {}).get(key), m.get("after", {}).get(key)
@@ -210,8 +224,12 @@ class SearchSummary(Callback):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="search multirun folders (one row each)")
-    parser.add_argument("--metric", default="eval/guarded/exact_match", help="the objective (metrics.json 'after')")
-    parser.add_argument("--write-rows", type=Path, default=None, help="folder for <row>_tuned.yaml (configs/row)")
+    parser.add_argument(
+        "--metric", default="eval/guarded/exact_match", help="the objective (metrics.json 'after')"
+    )
+    parser.add_argument(
+        "--write-rows", type=Path, default=None, help="folder for <row>_tuned.yaml (configs/row)"
+    )
     args = parser.parse_args(argv)
     for sweep in args.sweeps:
         print(summarize(sweep, args.metric, args.write_rows), end="\n\n", flush=True)

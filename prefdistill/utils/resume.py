@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefdistill.errors import UsageError
+from prefdistill.utils.errors import UsageError
 
 log = logging.getLogger("prefdistill")
 
@@ -67,7 +67,7 @@ def _excluded(key: str) -> bool:
 
 def fingerprint(config: dict) -> dict[str, Any]:
     """What determines a run's result, as ``{dotted key: value}``, from its resolved config (plain dicts)."""
-    from prefdistill.analysis.runs import flatten
+    from prefdistill.utils.nested import flatten
 
     flat = {k: v for k, v in flatten(config).items() if not _excluded(k)}
     for key in CACHE_SWITCHES:
@@ -222,17 +222,23 @@ def finished(run_dir: str | Path, config: dict) -> dict | None:
     what makes a hyper-parameter search resumable job by job -- instead of re-evaluating it."""
     from omegaconf import OmegaConf
 
-    from prefdistill.analysis.runs import flatten
+    from prefdistill.utils.nested import flatten
 
     run_dir = Path(run_dir)
-    previous, metrics_file, resolved = recorded(run_dir), run_dir / "metrics.json", run_dir / "config_resolved.yaml"
+    previous, metrics_file, resolved = (
+        recorded(run_dir),
+        run_dir / "metrics.json",
+        run_dir / "config_resolved.yaml",
+    )
     if previous is None or not metrics_file.is_file() or not resolved.is_file():
         return None
     if differences(previous["fingerprint"], fingerprint(config)):
         return None
     old = flatten(OmegaConf.to_container(OmegaConf.load(resolved), resolve=False))
     new = flatten(config)
-    settings = lambda flat: {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in METRIC_SETTINGS)}  # noqa: E731
+    def settings(flat: dict) -> dict:
+        return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in METRIC_SETTINGS)}
+
     if settings(old) != settings(new):
         return None
     return json.loads(metrics_file.read_text())

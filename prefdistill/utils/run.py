@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from prefdistill.errors import UsageError
+from prefdistill.utils.errors import UsageError
 
 log = logging.getLogger("prefdistill")
 
@@ -181,7 +181,7 @@ def _finish_wandb() -> None:
 def task_wrapper(task: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
     """Log failures and always close W&B, so one crashed job does not break a multirun.
 
-    A :class:`~prefdistill.errors.UsageError` is logged as its message alone: it is not a crash, and its
+    A :class:`~prefdistill.utils.errors.UsageError` is logged as its message alone: it is not a crash, and its
     message says what to fix (:func:`exit_on_usage_error` then ends the app without a second copy).
     A run folder made for this run (nothing in it yet) is removed again when the run fails before making
     anything (:func:`discard_run_folder`)."""
@@ -210,7 +210,7 @@ def task_wrapper(task: Callable[[DictConfig], dict]) -> Callable[[DictConfig], d
 
 
 def exit_on_usage_error(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Wrap an app's Hydra main: a :class:`~prefdistill.errors.UsageError` (its message already logged by
+    """Wrap an app's Hydra main: a :class:`~prefdistill.utils.errors.UsageError` (its message already logged by
     :func:`task_wrapper`) ends the process with status 1 and nothing more; Hydra would print it again with
     a traceback. A sweep ends there too, as it does when preflight refuses a job."""
 

@@ -7,8 +7,8 @@ from the ``multirun.yaml`` Hydra saves in the sweep folder before the jobs start
 ``hydra.sweeper.params`` (experiment files, Optuna searches). Characters other than letters, digits and
 ``._=,+-`` become ``_`` and a long name is cut; the job number keeps every name unique.
 
-:class:`SweepSummary` (a Hydra callback, also in ``configs/hydra/default.yaml``) writes
-``<sweep>/summary.md`` (``prefdistill.analysis.summary``) after each job and prints it when the sweep ends.
+:class:`prefdistill.analysis.summary.SweepSummary` (a Hydra callback, also in ``configs/hydra/default.yaml``)
+writes ``<sweep>/summary.md`` after each job and prints it when the sweep ends.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("prefdistill")
@@ -67,28 +65,3 @@ def run_label() -> str | None:
         return Path(HydraConfig.get().runtime.output_dir).name
     except Exception:  # composed without Hydra's runtime (a test composing configs)
         return None
-
-
-class SweepSummary(Callback):
-    """Writes ``<sweep>/summary.md`` after each job of a multirun and prints it at the end."""
-
-    def _write(self, config: DictConfig) -> str | None:
-        from prefdistill.analysis.summary import sweep_summary
-
-        sweep = Path(str(config.hydra.sweep.dir))
-        try:
-            return sweep_summary(sweep, out_dir=sweep)
-        except FileNotFoundError:  # no job wrote a run folder (evaluate.py, generate.py sweeps)
-            return None
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.types import RunMode
-
-        if config.hydra.mode == RunMode.MULTIRUN:
-            self._write(config)
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        text = self._write(config)
-        if text is not None:
-            print(text, flush=True)
-            log.info("sweep summary: %s", Path(str(config.hydra.sweep.dir)) / "summary.md")

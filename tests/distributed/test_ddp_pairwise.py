@@ -81,6 +81,7 @@ def test_metrics_are_written_once_and_wandb_has_one_run(runs):
     assert sorted(p.name for p in two.folder.iterdir() if p.name.endswith(".json")) == [
         "metrics.json",
         "policy_spec.json",
+        "run_fingerprint.json",
     ]
 
 

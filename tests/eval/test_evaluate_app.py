@@ -159,7 +159,7 @@ def test_compare_mode_on_a_sweep_without_evaluation_tabulates_metrics_json(tmp_p
     instead of a FileNotFoundError; a folder that does not exist is one clear UsageError."""
     import yaml
 
-    from prefdistill.errors import UsageError
+    from prefdistill.utils.errors import UsageError
 
     for job, beta in (("0_method.beta=0.1", 0.1), ("1_method.beta=0.5", 0.5)):  # what train.py -m writes
         run = tmp_path / "sweep" / job
