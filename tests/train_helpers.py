@@ -167,3 +167,17 @@ class NonFiniteLossOnRank(Callback):
             return loss * float("nan"), metrics
 
         module.compute = nan_once
+
+
+def shipped_sft_datamodule(spec, n: int = 8, batch_size: int = 4):
+    """The shipped demo data as ``n`` SFT rows (no held-out split), tokenised for ``spec`` and set up for fitting."""
+    from prefdistill.data import PreferenceDataModule
+    from prefdistill.models import load_tokenizer
+
+    dm = PreferenceDataModule(
+        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
+        max_length=96, max_prompt_length=64, val_fraction=0.0,
+    )  # fmt: skip
+    dm.connect(load_tokenizer(spec))
+    dm.setup("fit")
+    return dm

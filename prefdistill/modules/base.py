@@ -255,10 +255,18 @@ class PolicyModule(L.LightningModule):
         state = checkpoint.get("prefdistill", {})
         self.bad_steps_total = state.get("bad_steps_total", 0)
         self.loss_state.update(state.get("loss_state", {}))
-        if "rng" in state:  # dropout masks and sampling continue exactly where the run stopped
-            torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(state["rng"]["python"])
-            name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+        self._resumed_rng = state.get("rng")  # set at the first training batch: see on_train_batch_start
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """A resumed run takes up the checkpoint's RNG states here, once, so dropout masks and rollouts continue
+        exactly where the run stopped: not when the checkpoint loads, because Lightning then builds the data
+        loaders (each new iterator draws its base seed from torch's generator, a draw the uninterrupted run made
+        before it saved the checkpoint)."""
+        rng, self._resumed_rng = getattr(self, "_resumed_rng", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     # -- steps: every kind's module defines compute(batch) -> (loss, metrics) ----------------

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from train_helpers import CONFIGS
+from train_helpers import CONFIGS, shipped_sft_datamodule
 
 from prefdistill.data import PreferenceDataModule
 from prefdistill.generation import SamplingParams
@@ -28,13 +28,7 @@ TEACHER = dataclasses.replace(TINY, seed=1)
 
 
 def _datamodule(n=8, batch_size=4):
-    dm = PreferenceDataModule(
-        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
-        max_length=96, max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
+    return shipped_sft_datamodule(TINY, n, batch_size)
 
 
 def _module(loss="kd_fkl", teacher=TEACHER, **kw) -> DistillModule:

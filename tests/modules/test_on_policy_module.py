@@ -1,0 +1,130 @@
+"""On-policy distillation in the module: OPD (λ = 1), SKD's interleaved rollouts, TAID's checkpointed schedule.
+
+Rollouts are deterministic under a seed; a run stopped and resumed from its checkpoint ends exactly where the
+uninterrupted run ends (weights, the loss's state); the needs are enforced; the held-out KL to the teacher is
+logged for every token loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS, shipped_sft_datamodule
+
+from prefdistill.generation.speculative import Speculative
+from prefdistill.losses import get_loss
+from prefdistill.modules import build_module
+from prefdistill.modules.on_policy import OnPolicy
+
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+TEACHER = dataclasses.replace(TINY, seed=1)
+OPD = OnPolicy(fraction=1.0, temperature=1.0, max_new_tokens=6)
+SKD = OnPolicy(fraction=1.0, temperature=1.0, max_new_tokens=6, speculative=Speculative(top_k=300))
+
+
+def _datamodule(n=8, batch_size=4):
+    return shipped_sft_datamodule(TINY, n, batch_size)
+
+
+def _module(loss, **kw):
+    loss = get_loss(loss) if isinstance(loss, str) else loss
+    module = build_module(
+        loss=loss, policy=TINY, teacher=TEACHER, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
+    )
+    module.configure_model()
+    return module
+
+
+class SaveAt(L.Callback):
+    """Save a checkpoint right after optimizer step ``step``, as the run's checkpoint callback does."""
+
+    def __init__(self, step: int, path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+def _trainer(steps: int, callbacks=()) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=list(callbacks),
+    )  # fmt: skip
+
+
+def test_the_needs_and_the_sampling_settings_are_enforced():
+    with pytest.raises(ValueError, match="on_policy.fraction=1"):
+        _module("opd", on_policy=OnPolicy(fraction=0.5))
+    with pytest.raises(ValueError, match="on_policy.speculative"):
+        _module("skd", on_policy=OPD)
+    with pytest.raises(ValueError, match="two ways of sampling"):
+        OnPolicy(teacher_mix=0.2, speculative=Speculative())
+    with pytest.raises(ValueError, match="samples the student alone"):
+        OnPolicy(backend="vllm", speculative=Speculative())
+    with pytest.raises(ValueError, match="needs on_policy.backend=vllm"):
+        OnPolicy(gpu_memory_utilization=0.5)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        OnPolicy(backend="sglang")
+    assert OnPolicy(speculative={"top_k": 3}).speculative == Speculative(
+        top_k=3
+    )  # a mapping from the command line
+
+
+@pytest.mark.parametrize(("loss", "on_policy"), [("opd", OPD), ("skd", SKD)])
+def test_rollouts_are_deterministic_under_a_seed(loss, on_policy):
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+
+    def rollout(seed: int) -> dict:
+        torch.manual_seed(seed)
+        return _module(loss, on_policy=on_policy).maybe_rollout(batch)
+
+    first, again, other = rollout(0), rollout(0), rollout(1)
+    assert first["rollout"] and torch.equal(first["chosen_input_ids"], again["chosen_input_ids"])
+    assert not torch.equal(first["chosen_input_ids"], other["chosen_input_ids"])
+    if on_policy.speculative is not None:
+        assert (
+            0.0 < first["rollout_stats"]["teacher_replaced"] < 1.0
+        )  # top-300 of 624 tokens: some kept, some not
+
+
+def _fit(loss, on_policy, steps, ckpt_in=None, save=()):
+    torch.manual_seed(0)
+    module = _module(loss, **({"on_policy": on_policy} if on_policy else {}))
+    trainer = _trainer(steps, [SaveAt(*save)] if save else [])
+    trainer.fit(module, datamodule=_datamodule(n=16, batch_size=4), ckpt_path=ckpt_in)
+    return module
+
+
+@pytest.mark.parametrize(("loss", "on_policy"), [("opd", OPD), ("skd", SKD), ("taid", None)])
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(tmp_path, loss, on_policy):
+    whole = _fit(loss, on_policy, 4, save=(2, tmp_path / "half.ckpt"))  # the run that is not stopped
+    resumed = _fit(
+        loss, on_policy, 4, ckpt_in=tmp_path / "half.ckpt"
+    )  # a second run from its step-2 checkpoint
+    for (name, a), b in zip(whole.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+    assert whole.loss_state.keys() == resumed.loss_state.keys()
+    assert all(torch.equal(whole.loss_state[k], resumed.loss_state[k]) for k in whole.loss_state)
+    if loss == "taid":  # the schedule moved, and the checkpoint carried it
+        assert whole.loss_state["t"].item() > 0.4
+
+
+def test_held_out_batches_log_the_kl_to_the_teacher_for_every_token_loss():
+    module = _module("taid")
+    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    module.eval()
+    with torch.no_grad():
+        _, metrics = module.compute(batch)
+        x = module._side_inputs(batch, "chosen")
+    assert torch.allclose(metrics["teacher/forward_kl"], get_loss("kd_fkl")(x).loss)
+    assert torch.allclose(metrics["teacher/reverse_kl"], get_loss("kd_rkl")(x).loss)
+    module.train()
+    _, metrics = module.compute(batch)
+    assert "teacher/forward_kl" not in metrics  # training steps pay nothing for it
