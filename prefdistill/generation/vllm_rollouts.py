@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -71,6 +72,7 @@ class VLLMRollouts(VLLMGenerator):
         except BaseException:
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)  # at the latest on exit
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
         self.synced_version = version
@@ -96,4 +98,5 @@ class VLLMRollouts(VLLMGenerator):
         return [_completion(out.outputs[0], params) for out in outputs]
 
     def close(self) -> None:
-        shutil.rmtree(self._folder, ignore_errors=True)
+        """Remove the saved starting weights now (otherwise when the object goes, or at exit)."""
+        self._cleanup()

@@ -97,6 +97,9 @@ def _check(hp: dict) -> None:
                 f"non-zero powers are beyond float32: use 0 for the limit), got {hp[key]}"
             )
     check_choice("abkd", "edge_form", hp["edge_form"], ("continuous", "released"))
+    if hp["edge_form"] == "released" and hp["alpha"] > 0 and hp["beta"] > 0:
+        raise ValueError("loss 'abkd': edge_form=released changes only the edges alpha = 0 or beta = 0; "
+                         f"with alpha={hp['alpha']}, beta={hp['beta']} it has no effect: remove it")  # fmt: skip
     check_range("abkd", "kd_ratio", hp["kd_ratio"], 0.0, 1.0)
 
 

@@ -81,6 +81,9 @@ def _check(hp: dict) -> None:
     check_range("taid", "beta", hp["beta"], 0.0, 1.0, high_open=True)
     check_range("taid", "kd_ratio", hp["kd_ratio"], 0.0, 1.0)
     check_choice("taid", "objective", hp["objective"], ("kl", "cross_entropy"))
+    if not hp["adaptive"] and (hp["alpha"], hp["beta"]) != (_HPARAMS["alpha"], _HPARAMS["beta"]):
+        raise ValueError("loss 'taid': alpha and beta drive the adaptive update, which adaptive=false turns off: "
+                         "remove them or set adaptive=true")  # fmt: skip
 
 
 def _initial_state(hp: dict) -> dict[str, float]:

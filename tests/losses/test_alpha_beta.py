@@ -86,3 +86,5 @@ def test_negative_powers_and_unknown_forms_are_refused():
         get_loss("abkd", beta=1e-5)
     with pytest.raises(ValueError, match="edge_form"):
         get_loss("abkd", edge_form="paper")
+    with pytest.raises(ValueError, match="no effect"):  # both powers non-zero: no edge to change
+        get_loss("abkd", alpha=0.3, beta=0.6, edge_form="released")

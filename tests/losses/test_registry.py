@@ -15,7 +15,20 @@ from prefdistill.losses import REGISTRY, Loss, get_loss, list_losses
 
 TRL_FAMILY = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down",
               "discopop", "sigmoid_norm"]  # fmt: skip
-NAMES = ["dpo", "robust", "ipo", "hinge", "rpo", "simpo", "simper", "sft", "orpo", "cpo", "mixture", *TRL_FAMILY]
+NAMES = [
+    "dpo",
+    "robust",
+    "ipo",
+    "hinge",
+    "rpo",
+    "simpo",
+    "simper",
+    "sft",
+    "orpo",
+    "cpo",
+    "mixture",
+    *TRL_FAMILY,
+]
 REF = frozenset({"reference", "rejected"})
 NEEDS = {
     "dpo": REF,
@@ -80,7 +93,9 @@ def test_needs_kind_and_signature(name):
     # the function takes that input and its declared hyper-parameters, keyword-only, and nothing else
     params = list(inspect.signature(REGISTRY[name].fn).parameters.values())
     assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    named = [p for p in params[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]  # a mixture's shared **hparams
+    named = [
+        p for p in params[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]  # a mixture's shared **hparams
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in named)
     takes = {p.name for p in named} - ({"state"} if REGISTRY[name].state else set())
     assert set(loss.hparams) == takes == set(REGISTRY[name].hparams)
@@ -130,7 +145,9 @@ def test_outputs_shape_dtype_detached(name, dtype):
         assert torch.equal(m["reward/accuracy"], (m["reward/chosen"] > m["reward/rejected"]).float())
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if "reference" in NEEDS[n] and n != "mixture"])  # (names its part)
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if "reference" in NEEDS[n] and n != "mixture"]
+)  # (names its part)
 @pytest.mark.parametrize("missing", ["ref_chosen_logps", "ref_rejected_logps"])
 def test_missing_reference_raises(name, missing):
     t = batch()

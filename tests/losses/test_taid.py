@@ -100,4 +100,6 @@ def test_bad_settings_are_refused():
         get_loss("taid", t_start=0.5, t_end=0.4)
     with pytest.raises(ValueError, match="objective"):
         get_loss("taid", objective="jsd")
+    with pytest.raises(ValueError, match="adaptive=false turns off"):
+        get_loss("taid", adaptive=False, alpha=1e-3)
     assert get_loss("taid").initial_state()["prev_loss"].item() == math.inf
