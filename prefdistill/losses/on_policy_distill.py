@@ -7,8 +7,9 @@ minimises, at every position of its own response,
     KL(q_θ(·|x, y_<t) ‖ p(·|x, y_<t))
 
 This is GKD (Agarwal et al., ICLR 2024) with λ = 1 (every batch sampled from the student) and β = 1 (reverse
-KL): ``method=opd`` computes what ``method=gkd on_policy.fraction=1 method.beta=1`` computes
-(``tests/losses/test_on_policy_distill.py`` checks the equality). ``method=opd`` selects
+KL): ``method=opd`` computes the loss of ``method=gkd on_policy.fraction=1 method.beta=1``
+(``tests/losses/test_on_policy_distill.py`` checks the equality; GKD's rollouts sample at temperature 0.9, TRL's
+default, OPD's at 1). ``method=opd`` selects
 ``configs/on_policy/opd.yaml`` (λ = 1, temperature 1, no top-p, 128 new tokens); the loss declares
 ``policy_samples``, so a run without λ = 1 is refused.
 

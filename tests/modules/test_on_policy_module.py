@@ -15,7 +15,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from train_helpers import CONFIGS, shipped_sft_datamodule
+from train_helpers import CONFIGS, compose_train, shipped_sft_datamodule
 
 from prefdistill.generation.speculative import Speculative
 from prefdistill.losses import get_loss
@@ -128,3 +128,19 @@ def test_held_out_batches_log_the_kl_to_the_teacher_for_every_token_loss():
     module.train()
     _, metrics = module.compute(batch)
     assert "teacher/forward_kl" not in metrics  # training steps pay nothing for it
+
+
+def test_method_opd_is_gkd_with_lambda_1_and_beta_1(tmp_path):
+    opd = compose_train(tmp_path, ["method=opd"])
+    gkd = compose_train(tmp_path, ["method=gkd", "on_policy.fraction=1", "method.beta=1"])
+    assert instantiate(opd.on_policy).fraction == instantiate(gkd.on_policy).fraction == 1.0
+    g = torch.Generator().manual_seed(0)
+    inputs = {"student_logits": torch.randn(2, 4, 9, generator=g), "teacher_logits": torch.randn(2, 4, 9, generator=g),
+              "mask": torch.ones(2, 4, dtype=torch.bool), "labels": torch.randint(0, 9, (2, 4), generator=g)}  # fmt: skip
+    assert torch.allclose(
+        instantiate(opd.method)(**inputs).loss, instantiate(gkd.method)(**inputs).loss, atol=1e-6
+    )
+    skd = compose_train(tmp_path, ["method=skd"])
+    assert instantiate(skd.on_policy).speculative == Speculative(
+        top_k=25, teacher_temperature=0.2, teacher_top_p=0.5
+    )
