@@ -27,6 +27,11 @@ RESULTS_FILE = "eval_results.json"
 COLUMNS = (
     ("word_count", "Word Count"),
     ("exact_match/overall", "EM (%)"),
+    ("guarded/exact_match", "Guarded EM"),
+    ("degeneracy/answer_rate", "Answered (%)"),
+    ("degeneracy/distinct2", "Dist-2 (%)"),
+    ("degeneracy/repeat2", "Rep-2 (%)"),
+    ("degeneracy/length_ratio", "Len/ref"),
     ("rouge1", "R-1"),
     ("rouge2", "R-2"),
     ("rougeL", "R-L"),
@@ -162,6 +167,12 @@ def footnotes(results: Iterable[dict]) -> list[str]:
             notes.append(
                 "EM = exact-match accuracy of the answer on the verifiable task families; [95 % bootstrap CI]"
             )
+        if "degeneracy/answer_rate" in r.get("metrics", {}):
+            notes.append("Answered = outputs giving an answer of their family's kind, right or wrong; Dist-2 = "
+                         "distinct word bigrams of all outputs; Rep-2 = repeated bigrams within an output; "
+                         "Len/ref = words vs the references' (prefdistill/eval/degeneracy.py)")  # fmt: skip
+        if "guarded/exact_match" in r.get("metrics", {}):
+            notes.append("Guarded EM = EM, minus 1000 where the outputs break the degeneracy guard")
     return notes
 
 
@@ -234,11 +245,15 @@ def format_mean_std_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[
     return markdown_table(header, body, notes=footnotes)
 
 
-def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[dict]]:
+def compare(
+    paths: Iterable[str | Path], out_dir: str | Path | None = None, *, paired_against: Sequence[str] = ()
+) -> tuple[str, list[dict]]:
     """The comparison table of every result found under ``paths``; saved as compare.md/.json.
 
     When a label repeats (the same row run with several seeds), ``compare.md`` holds one row per label with
-    ``mean ± std`` over its runs, and the table of every run is saved beside it as ``compare_per_seed.md``."""
+    ``mean ± std`` over its runs, and the table of every run is saved beside it as ``compare_per_seed.md``.
+    ``paired_against``: row labels (e.g. ``SFT``, ``Initial student``) every row is compared with, paired over
+    prompts and seeds on exact match (:mod:`prefdistill.eval.paired`), in a table after the others."""
     files = find_results(paths)
     results = [json.loads(f.read_text()) for f in files]
     rows = [(r.get("label") or f.parent.name, table_row(r, f)) for r, f in zip(results, files)]
@@ -257,6 +272,13 @@ def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> t
         families = family_table([(label, {k: st["mean"] for k, st in m.items()}) for label, m in merged])
         if families is not None:
             table += "\n\n" + families.replace("(%):", "(%), mean over seeds:", 1)
+    if paired_against and any("exact_match/overall" in m for _, m in rows):
+        from prefdistill.eval import paired
+
+        entries = [(label, paired.seed_of(f), paired.correctness(f)) for (label, _), f in zip(rows, files)]
+        paired_section = paired.paired_table(entries, paired_against)
+        if paired_section is not None:
+            table += "\n\n" + paired_section
     if out_dir is not None:
         out_dir = Path(out_dir)
         if per_run is not None:

@@ -235,11 +235,14 @@ class PreferenceModule(ReferenceTables, PolicyModule):
             inputs |= {f"{s}_scores": batch[f"{s}_scores"] for s in sides}
         out = self.call_loss(PairwiseInputs(**inputs))
         metrics = dict(out.metrics)
+        # per token too: the likelihood a collapse drives down on both sides while their gap grows (docs/study.md)
+        mean_w = inputs["chosen_logps"] / inputs["chosen_lengths"]
         metrics["logps/chosen"] = inputs["chosen_logps"].detach()
+        metrics["logps/chosen_per_token"] = mean_w.detach()
         if len(sides) == 2:
             metrics["logps/rejected"] = inputs["rejected_logps"].detach()
-            mean_w = inputs["chosen_logps"] / inputs["chosen_lengths"]
             mean_l = inputs["rejected_logps"] / inputs["rejected_lengths"]
+            metrics["logps/rejected_per_token"] = mean_l.detach()
             metrics["logps/accuracy"] = (mean_w > mean_l).float().detach()
         loss = out.loss.mean()
         metrics["loss"] = loss.detach()

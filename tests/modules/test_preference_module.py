@@ -57,6 +57,9 @@ def test_every_pairwise_loss_updates_every_trainable_param(name, batch):
     # every parameter that carries gradient moves (tied embeddings included)
     assert len(changed) >= 0.9 * len(before), (name, len(changed), len(before))
     assert "logps/chosen" in metrics
+    # the per-token likelihood is the sequence log-prob over its response tokens
+    lengths = batch["chosen_labels"].ne(-100).sum(-1)
+    torch.testing.assert_close(metrics["logps/chosen_per_token"], metrics["logps/chosen"] / lengths)
 
 
 def test_reference_is_a_frozen_copy_for_full_finetuning_and_absent_for_reference_free(batch):
