@@ -4,7 +4,7 @@ One evaluation writes ``<out>/eval_results.json`` (metrics, scorer names, win-ra
 CIs, judge counts, a few example generations) and ``<out>/generations.jsonl`` (every output).
 The table has one row per run and the PLaD Table 1 columns -- word count, R-1, R-2, R-L, RM win rate
 vs the reference, T-S win rate -- plus exact-match accuracy, judge win rate, GSM8K accuracy, the
-offline scorer's columns and the row's cost (wall-clock seconds and tokens processed, ``cost.py``)
+offline scorer's columns and the row's cost (wall-clock seconds and tokens processed, ``utils/cost.py``)
 when present. Exact match and win rates show their bootstrap 95 % interval (``value [lo, hi]``) when
 the results hold one; exact match per task family follows as a second table. Offline-scorer columns
 are headed ``offline:`` and a footnote names the scorer: they are not reward-model numbers.
@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.cost import table_cost
+from prefdistill.utils.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +83,6 @@ def _fmt(value) -> str:
     return f"{value:.2f}"
 
 
-def markdown_table(
-    header: Sequence[str],
-    body: Sequence[Sequence[str]],
-    left: Iterable[int] = (0,),
-    notes: Iterable[str] = (),
-) -> str:
-    """Aligned markdown table: columns in ``left`` left-aligned, the others right; ``notes`` (deduplicated)
-    follow it, indented."""
-    left = set(left)
-    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
-
-    def line(cells):
-        padded = [c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *map(line, body), *(f"  {n}" for n in dict.fromkeys(notes))])
-
-
 def _cell(metrics: dict, key: str) -> str:
     """The value, with its interval as ``value [lo, hi]`` when ``metrics`` has ``<key>/ci``."""
     ci = metrics.get(f"{key}/ci")
@@ -136,8 +119,6 @@ def family_table(rows: Sequence[tuple[str, dict]]) -> str | None:
 def table_row(result: dict, results_file: str | Path | None = None) -> dict:
     """A result's metrics for the table: plus each interval of :data:`CI_DETAILS` (``<key>/ci``) and,
     given the results file, the row's cost (``cost.table_cost``)."""
-    from prefdistill.eval.cost import table_cost
-
     row = dict(result.get("metrics", {}))
     for key, path in CI_DETAILS.items():
         node = result.get("details", {})

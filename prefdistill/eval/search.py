@@ -103,7 +103,7 @@ def _fmt(v) -> str:
 def search_table(jobs: list[Job], metric: str) -> str:
     """Markdown: one line per job (swept values, objective, EM, degeneracy, guard, wall time), the chosen one
     marked, then the total cost."""
-    from prefdistill.eval.report import markdown_table
+    from prefdistill.utils.markdown import markdown_table
 
     keys, best = swept_keys(jobs), choose(jobs, metric)
     header = [*keys, metric, "EM", "Answered", "Rep-2", "Len/ref", "Guard", "Wall (s)", ""]

@@ -47,6 +47,7 @@ from prefdistill.losses import TokenInputs, get_loss
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.modules.base import PolicyModule
+from prefdistill.modules.held import HeldModel
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch, rollout_generator
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
@@ -82,6 +83,8 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
 class DistillModule(PolicyModule):
     """Trains ``policy`` (the student) against ``teacher`` distributions; see the module docstring."""
 
+    kind = "token"
+
     def __init__(
         self,
         *args,
@@ -93,10 +96,6 @@ class DistillModule(PolicyModule):
     ):
         super().__init__(*args, **kw)
         needs = self.loss.needs
-        if self.loss.kind != "token":
-            raise ValueError(
-                f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
-            )
         if "teacher" in needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
         if "policy_samples" in needs and (on_policy is None or on_policy.fraction < 1.0):
@@ -139,10 +138,27 @@ class DistillModule(PolicyModule):
         self._rollout_uses = 0
 
     # -- models ------------------------------------------------------------------------
+    def teacher_source(self) -> str | None:
+        """Where the teacher's distributions come from: None (no teacher), ``"table"`` (top-k computed once per
+        split by a teacher loaded for that pass: ``teacher_cache``, or cross-tokenizer losses) or ``"online"``
+        (a frozen teacher held in training). :meth:`configure_extra_models` and :meth:`held_models` both ask."""
+        if self.teacher_spec is None:
+            return None
+        return "table" if self.cross or self.teacher_cache is not None else "online"
+
     def configure_extra_models(self) -> None:
-        table = self.cross or self.teacher_cache is not None
-        if self.teacher is None and self.teacher_spec is not None and not table:
+        if self.teacher is None and self.teacher_source() == "online":
             self.teacher = self._load_teacher()
+
+    def held_models(self) -> list[HeldModel]:
+        source = self.teacher_source()
+        if source is None:
+            return super().held_models()
+        if source == "online":
+            return [*super().held_models(), HeldModel("teacher", self.teacher_spec, "frozen")]
+        folder = None if self.teacher_cache is None else str(self.teacher_cache.root)
+        note = "aligned to the student's tokens" if self.cross else f"top-{self.teacher_topk}"
+        return [*super().held_models(), HeldModel("teacher", self.teacher_spec, "pass", folder, note)]
 
     def _load_teacher(self) -> torch.nn.Module:
         teacher = load_model(self.teacher_spec, trainable=False)

@@ -72,15 +72,6 @@ def teacher_cache_key(
     return tokenized_data_key(examples, {**payload, "side": side, **extra})
 
 
-def topk_rows(
-    teacher_logits: torch.Tensor, mask: torch.Tensor, topk: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(M, k) top-k log-probs and ids at the masked positions of (B, T, V) logits, row-major order."""
-    logps = torch.log_softmax(teacher_logits[mask].float(), -1)
-    values, ids = logps.topk(min(topk, logps.shape[-1]), dim=-1)
-    return values, ids.int()
-
-
 @torch.no_grad()
 def teacher_rows(
     model, input_ids, attention_mask, rows: torch.Tensor, targets: torch.Tensor, topk: int,

@@ -6,7 +6,7 @@ module and data code as ``train.py``, then writes a plain transformers folder (L
 the next stages load. The recipe (data, steps, lr, ...) is the stage's cache key, so a re-run
 with the same settings reuses the fine-tuned model. The trainer runs the
 :class:`~prefdistill.callbacks.ThroughputMonitor`, and the stage records the tokens it trained on
-(``{"tokens": ...}`` in its marker, the cost columns' count; ``prefdistill/eval/cost.py``).
+(``{"tokens": ...}`` in its marker, the cost columns' count; ``prefdistill/utils/cost.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Entry-point plumbing: config location, resolvers, the task wrapper and instantiation of lists.
 
-This is the only module below the entry points that touches omegaconf/hydra objects.
+With ``config_groups.py`` (the config groups built in Python) this is the only code below the entry points
+that touches omegaconf/hydra objects.
 """
 
 from __future__ import annotations
@@ -95,28 +96,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(newest)
 
 
-def register_teacher_configs() -> None:
-    """The ``teacher`` config group: every ``configs/model/<name>.yaml`` as a frozen model.
-
-    ``teacher=<name>`` is ``model=<name>`` without LoRA and without gradient checkpointing (a teacher is
-    never trained), so the group needs no files of its own. A random-init model (``model=tiny``) is drawn
-    with ``seed + 1`` as a teacher, so ``model=tiny teacher=tiny`` are two different networks.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for path in sorted((Path(config_dir()) / "model").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        node.lora = None
-        node.gradient_checkpointing = False
-        if node.get("random_init") is not None:
-            node.seed = int(node.get("seed") or 0) + 1
-        store.store(group="teacher", name=path.stem, node=node, provider="prefdistill")
-
-
 def register_resolvers() -> None:
-    """Everything the config tree relies on beyond its files: the ``pd.*`` resolvers and the teacher group."""
-    register_teacher_configs()
+    """The ``pd.*`` resolvers the config tree uses (``${pd.cache_dir:}``, ...). The one config group that is
+    not a folder of files, ``teacher``, is registered by :func:`prefdistill.utils.config_groups.register_config_groups`."""
     if not OmegaConf.has_resolver("pd.run_group"):
         OmegaConf.register_new_resolver("pd.run_group", _run_group, use_cache=True)
     if not OmegaConf.has_resolver("pd.wandb_id"):

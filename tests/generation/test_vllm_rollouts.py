@@ -128,9 +128,11 @@ def test_each_row_is_a_request_with_its_own_seed(fake_vllm, peaky_spec):
 def test_the_distill_module_samples_through_vllm_and_pushes_after_each_step(fake_vllm):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from train_helpers import CONFIGS, shipped_sft_datamodule
+    from train_helpers import CONFIGS
 
+    from prefdistill.data import PreferenceDataModule
     from prefdistill.losses import get_loss
+    from prefdistill.models import load_tokenizer
     from prefdistill.modules import build_module
     from prefdistill.modules.on_policy import OnPolicy
 
@@ -140,7 +142,12 @@ def test_the_distill_module_samples_through_vllm_and_pushes_after_each_step(fake
         optimizer=partial(torch.optim.SGD, lr=0.5), on_policy=OnPolicy(fraction=1.0, backend="vllm", max_new_tokens=3),
     )  # fmt: skip
     module.configure_model()
-    rollout = module.maybe_rollout(next(iter(shipped_sft_datamodule(tiny, n=4).loader("train"))))
+    dm = PreferenceDataModule(
+        source="shipped", record_type="sft", max_samples=4, batch_size=4, val_fraction=0.0
+    )
+    dm.connect(load_tokenizer(tiny))
+    dm.setup("fit")
+    rollout = module.maybe_rollout(next(iter(dm.loader("train"))))
     assert rollout["rollout"] and (rollout["chosen_labels"] != -100).sum(-1).tolist() == [3, 3, 3, 3]
     (engine,) = FakeLLM.instances
     assert engine.resets == 0  # step 0: the engine was built from these very weights

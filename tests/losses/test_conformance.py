@@ -80,8 +80,7 @@ def _inputs(name: str, case: str):
     grad = [k for k in built.grad if k in tensors and tensors[k].is_floating_point()]
     ours = {k: v.clone().requires_grad_(k in grad) for k, v in tensors.items()}
     ref = {
-        k: (v.double() if v.is_floating_point() else v.clone()).requires_grad_(k in grad)
-        for k, v in tensors.items()
+        k: (v.double() if v.is_floating_point() else v.clone()).requires_grad_(k in grad) for k, v in tensors.items()
     }
     return ours, ref, grad, {k: v for k, v in built.extra.items() if k in fields}
 

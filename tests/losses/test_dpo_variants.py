@@ -49,11 +49,7 @@ def value(name, tensors, **hp) -> float:
         ("sppo_hard", {"beta": 0.1}, 50.0),  # (0 - 5)² + (0 + 5)²
         ("discopop", {}, 0.5 * LOG2 + 0.5),  # m = σ(0) = ½: ½·log 2 + ½·e⁰
         ("bco_pair", {}, 2 * LOG2),  # δ = 0 (TRL 1.x): -log σ(0) - log σ(0)
-        (
-            "exo_pair",
-            {"label_smoothing": 0.1},
-            0.5 * (math.log(0.5 / 0.9) + math.log(0.5 / 0.1)),
-        ),  # KL((½,½)‖(.9,.1))
+        ("exo_pair", {"label_smoothing": 0.1}, 0.5 * (math.log(0.5 / 0.9) + math.log(0.5 / 0.1))),  # KL((½,½)‖(.9,.1))
         ("sigmoid_norm", {}, LOG2),
         ("aot", {}, LOG2),
         ("aot_unpaired", {}, LOG2),
@@ -67,9 +63,7 @@ def test_nonzero_log_ratios_by_hand():
     beta = 0.5
     t = pair(2.0, -1.0, lengths=(4, 2))
     assert value("nca_pair", t, beta=beta) == pytest.approx(-ls(1.0) - 0.5 * ls(-1.0) - 0.5 * ls(0.5))
-    assert value("apo_zero", t, beta=beta) == pytest.approx(
-        1 - 1 / (1 + math.exp(-1.0)) + 1 / (1 + math.exp(0.5))
-    )
+    assert value("apo_zero", t, beta=beta) == pytest.approx(1 - 1 / (1 + math.exp(-1.0)) + 1 / (1 + math.exp(0.5)))
     assert value("sppo_hard", t, beta=beta) == pytest.approx((2 - 1) ** 2 + (-1 + 1) ** 2)
     assert value("sigmoid_norm", t, beta=beta) == pytest.approx(-ls(beta * (2 / 4 - (-1) / 2)))
 
@@ -119,9 +113,9 @@ def test_f_divergence_scores_by_hand(kind, coef, h):
     """u_w = log 2 (t = 2), u_l = 0 (t = 1): h = f'(2) - f'(1)."""
     got = value("dpo", pair(LOG2, 0.0), beta=1.0, f_divergence_type=kind, f_alpha_divergence_coef=coef)
     assert got == pytest.approx(-ls(h), rel=1e-6)
-    assert value(
-        "hinge", pair(LOG2, 0.0), beta=1.0, f_divergence_type=kind, f_alpha_divergence_coef=coef
-    ) == (pytest.approx(max(0.0, 1 - h), abs=1e-6))
+    assert value("hinge", pair(LOG2, 0.0), beta=1.0, f_divergence_type=kind, f_alpha_divergence_coef=coef) == (
+        pytest.approx(max(0.0, 1 - h), abs=1e-6)
+    )
 
 
 def test_unknown_f_divergence_and_bad_ld_alpha_are_errors():
@@ -159,12 +153,8 @@ def test_ld_dpo_by_hand_and_nan_at_masked_positions_never_reaches_the_loss():
     assert out.loss.item() == pytest.approx(-ls(0.5 * (-4.5 + 2.0)))
     out.loss.sum().backward()
     assert torch.isfinite(t["rejected_token_logps"].grad).all()
-    assert t["chosen_token_logps"].grad[0, 2] == pytest.approx(
-        0.5 * t["chosen_token_logps"].grad[0, 0].item()
-    )
-    assert get_loss("dpo", ld_alpha=1.0)(**tokens()).loss.item() == pytest.approx(
-        get_loss("dpo")(**tokens()).loss.item()
-    )
+    assert t["chosen_token_logps"].grad[0, 2] == pytest.approx(0.5 * t["chosen_token_logps"].grad[0, 0].item())
+    assert get_loss("dpo", ld_alpha=1.0)(**tokens()).loss.item() == pytest.approx(get_loss("dpo")(**tokens()).loss.item())
 
 
 def test_wpo_weight_by_hand():

@@ -245,9 +245,7 @@ def test_at_beta_10_the_jsd_saturates_and_the_released_form_keeps_its_gradient()
     norms = {}
     for divergence in ("jsd", "released"):
         logps = (student * lengths).requires_grad_()
-        out = get_loss("pad_pd", beta=10.0, divergence=divergence)(
-            logps=logps, lengths=lengths, teacher_scores=teacher
-        )
+        out = get_loss("pad_pd", beta=10.0, divergence=divergence)(logps=logps, lengths=lengths, teacher_scores=teacher)
         out.loss.mean().backward()
         norms[divergence] = logps.grad.norm().item()
         if divergence == "jsd":

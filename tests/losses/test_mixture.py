@@ -32,9 +32,7 @@ def test_weighted_sum_shared_hyper_parameters_and_prefixed_metrics():
     out = get_loss("mixture", losses=["ipo", "sigmoid"], weights=[0.5, 2.0], beta=0.2)(**t)  # aliases resolve
     want = 0.5 * get_loss("ipo", beta=0.2)(**t).loss + 2.0 * get_loss("dpo", beta=0.2)(**t).loss
     torch.testing.assert_close(out.loss, want)
-    assert {"ipo/loss", "dpo/loss", "ipo/reward/margin", "dpo/reward/margin", "reward/margin"} <= set(
-        out.metrics
-    )
+    assert {"ipo/loss", "dpo/loss", "ipo/reward/margin", "dpo/reward/margin", "reward/margin"} <= set(out.metrics)
     torch.testing.assert_close(out.metrics["reward/margin"], out.metrics["ipo/reward/margin"])  # first part's
 
 

@@ -54,9 +54,7 @@ def test_orpo_uses_length_averaged_probabilities_and_stays_finite_at_probability
     ],
 )
 def test_cpo_loss_types_by_hand(hp, want):
-    assert get_loss("cpo", **hp)(**pair(-1.0, -3.0, lengths=(2, 3))).loss.item() == pytest.approx(
-        want, rel=1e-6
-    )
+    assert get_loss("cpo", **hp)(**pair(-1.0, -3.0, lengths=(2, 3))).loss.item() == pytest.approx(want, rel=1e-6)
 
 
 def test_alphapo_reward_shape():

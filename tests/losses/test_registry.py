@@ -11,24 +11,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from prefdistill.losses import REGISTRY, Loss, get_loss, list_losses
+from prefdistill.losses import REGISTRY, Loss, get_loss, list_losses, resolve_name
 
 TRL_FAMILY = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down",
               "discopop", "sigmoid_norm"]  # fmt: skip
-NAMES = [
-    "dpo",
-    "robust",
-    "ipo",
-    "hinge",
-    "rpo",
-    "simpo",
-    "simper",
-    "sft",
-    "orpo",
-    "cpo",
-    "mixture",
-    *TRL_FAMILY,
-]
+NAMES = ["dpo", "robust", "ipo", "hinge", "rpo", "simpo", "simper", "sft", "orpo", "cpo", "mixture", *TRL_FAMILY]
 REF = frozenset({"reference", "rejected"})
 NEEDS = {
     "dpo": REF,
@@ -93,9 +80,7 @@ def test_needs_kind_and_signature(name):
     # the function takes that input and its declared hyper-parameters, keyword-only, and nothing else
     params = list(inspect.signature(REGISTRY[name].fn).parameters.values())
     assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-    named = [
-        p for p in params[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD
-    ]  # a mixture's shared **hparams
+    named = [p for p in params[1:] if p.kind is not inspect.Parameter.VAR_KEYWORD]  # a mixture's shared **hparams
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in named)
     takes = {p.name for p in named} - ({"state"} if REGISTRY[name].state else set())
     assert set(loss.hparams) == takes == set(REGISTRY[name].hparams)
@@ -145,9 +130,7 @@ def test_outputs_shape_dtype_detached(name, dtype):
         assert torch.equal(m["reward/accuracy"], (m["reward/chosen"] > m["reward/rejected"]).float())
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in NAMES if "reference" in NEEDS[n] and n != "mixture"]
-)  # (names its part)
+@pytest.mark.parametrize("name", [n for n in NAMES if "reference" in NEEDS[n] and n != "mixture"])  # (names its part)
 @pytest.mark.parametrize("missing", ["ref_chosen_logps", "ref_rejected_logps"])
 def test_missing_reference_raises(name, missing):
     t = batch()
@@ -169,14 +152,6 @@ def test_method_config_instantiates_and_runs(stem):
     loss = instantiate(cfg)
     assert isinstance(loss, Loss)
     assert loss.name == CONFIGS[stem]
-    # every hyper-parameter the loss accepts is spelled out in its file, with the function default
-    declared = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("_target_", "name")}
-    if REGISTRY[loss.name].open_hparams:  # the mixture spells out its own keys and the shared ones it sets
-        assert set(REGISTRY[loss.name].defaults) <= set(declared)
-    else:
-        assert set(declared) == set(REGISTRY[loss.name].defaults)
-        if stem != "cdpo":
-            assert declared == REGISTRY[loss.name].defaults
     t = batch(3)
     if "reference" not in loss.needs:
         t["ref_chosen_logps"] = t["ref_rejected_logps"] = None
@@ -189,3 +164,29 @@ def test_method_config_instantiates_and_runs(stem):
 def test_cdpo_config_is_smoothed_dpo():
     loss = instantiate(OmegaConf.load(CONFIG_DIR / "cdpo.yaml"))
     assert loss.name == "dpo" and loss.hparams["label_smoothing"] == 0.1
+
+
+def _method_files() -> dict:
+    """configs/method/<stem>.yaml files that build a loss themselves (a ``name`` key), as plain dicts."""
+    files = {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+    return {stem: node for stem, node in files.items() if "name" in node}
+
+
+def test_every_registered_loss_file_spells_out_exactly_the_registered_defaults():
+    """One source for defaults: ``register(..., hparams=...)``. Every registered loss has
+    ``configs/method/<name>.yaml`` and it writes every hyper-parameter with exactly that default (so
+    ``method.<key>=...`` works and the file cannot drift from the registry); a file under another name is a
+    variant (``cdpo``: DPO with label smoothing) that may change values but adds no key the loss does not take.
+    The mixture also sets the hyper-parameters it shares with its parts (``beta``)."""
+    files = _method_files()
+    for name, spec in sorted(REGISTRY.items()):
+        assert name in files, f"{name}: no configs/method/{name}.yaml"
+        declared = {k: v for k, v in files[name].items() if k not in ("_target_", "name", "defaults")}
+        assert resolve_name(files[name]["name"]) == name
+        if spec.open_hparams:
+            declared = {k: v for k, v in declared.items() if k in spec.defaults}
+        assert declared == spec.defaults, f"configs/method/{name}.yaml differs from register({name!r}, hparams=...)"
+    for stem, node in files.items():
+        spec = REGISTRY[resolve_name(node["name"])]
+        extra = set(node) - {"_target_", "name", "defaults"} - set(spec.defaults)
+        assert spec.open_hparams or not extra, f"configs/method/{stem}.yaml sets {sorted(extra)}, not hyper-parameters of {spec.name}"

@@ -10,11 +10,11 @@ import pytest
 
 from prefdistill.data import load_records
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.eval.cost import stage_cost
 from prefdistill.models import load_tokenizer
 from prefdistill.pipeline import reward_model
 from prefdistill.pipeline.sft import sft_step
 from prefdistill.pipeline.steps import finetuned
+from prefdistill.utils.cost import stage_cost
 
 DATA = {"source": "shipped", "path": None, "name": None, "splits": {"train": "train", "validation": "validation",
         "test": None}, "template": "auto", "max_length": 128, "max_prompt_length": 96, "max_samples": 4,
@@ -47,7 +47,10 @@ def test_reward_model_stage_trains_once_and_reports_its_held_out_accuracy(studen
     expected = sum(_length(encoder, r.prompt, r.chosen) + _length(encoder, r.prompt, r.rejected) for r in _pairs("train"))
     recipe = dict(base=student_spec, data=DATA, cache_dir=tmp_path, max_steps=2, lr=1e-2, batch_size=2, seed=0)
     rm = reward_model.trained_reward_model(**recipe)
+    assert not rm.ready and not (tmp_path / "stages").exists()  # built, nothing trained yet
+    planned = rm.planned_stage()
     info = rm.stage.info
+    assert planned.folder_name == rm.stage.path.name and planned.trains and rm.ready
     assert rm.stage.status == "ran" and info["tokens"] == expected and info["val_pairs"] == 4
     held_out = _pairs("validation")
     prompts = [r.prompt for r in held_out]
@@ -66,4 +69,4 @@ def test_reward_model_stage_trains_once_and_reports_its_held_out_accuracy(studen
     assert again.stage.status == "reused" and again.stage.path == rm.stage.path
     assert again.score(prompts, [r.chosen for r in held_out]) == pytest.approx(chosen)
     with pytest.raises(AssertionError, match="reused"):  # another recipe is another stage
-        reward_model.trained_reward_model(**{**recipe, "max_steps": 3})
+        assert reward_model.trained_reward_model(**{**recipe, "max_steps": 3}).stage is None  # trains: raises
