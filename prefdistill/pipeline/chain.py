@@ -28,6 +28,7 @@ from pathlib import Path
 from prefdistill.generation import PromptSet, PromptSource, SamplingParams
 from prefdistill.pipeline.stages import StageResult, summarize
 from prefdistill.pipeline.steps import (
+    INHERIT,
     ROLES,
     ChainState,
     PlannedStage,
@@ -39,6 +40,7 @@ from prefdistill.pipeline.steps import (
     sample_key,
     sample_stage,
     sft_key,
+    sft_spec,
     teacher_stream,
 )
 
@@ -112,9 +114,10 @@ class Chain:
         an SFT'd copy; the step's when its inputs' are known). Nothing is loaded or run."""
         base = {"student": student, "teacher": teacher}
         planned = [
-            PlannedStage(
-                f"sft-{role}", ((role, base[role]),), sft_key(base[role], self.sft[role]), trains=True
-            )
+            PlannedStage(  # it trains the recipe's adapter (or the spec's own), as sft_finetune does
+                f"sft-{role}", ((role, sft_spec(base[role], self.sft[role].config.get("lora", INHERIT))),),
+                sft_key(base[role], self.sft[role]), trains=True,
+            )  # fmt: skip
             for role in ROLES
             if self.sft[role] is not None and base[role] is not None
         ]

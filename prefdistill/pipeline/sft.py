@@ -23,7 +23,7 @@ from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
 from prefdistill.modules import PreferenceModule
-from prefdistill.pipeline.steps import SFTStep
+from prefdistill.pipeline.steps import INHERIT, SFTStep, sft_spec
 
 
 def sft_finetune(
@@ -36,15 +36,18 @@ def sft_finetune(
     lr: float = 1e-4,
     batch_size: int = 8,
     seed: int = 0,
+    lora: dict | str | None = INHERIT,
     accelerator: str = "auto",
 ) -> dict:
     """Fine-tune ``spec`` on ``data`` (PreferenceDataModule arguments; responses = its ``chosen``);
     returns ``{"tokens": n}``, the tokens every model forwarded in training (the policy's only).
 
     Stops at ``max_steps`` or after ``max_epochs`` epochs, whichever comes first (``max_steps=-1``
-    with ``max_epochs=1``: one epoch, as PLaD's SFT)."""
+    with ``max_epochs=1``: one epoch, as PLaD's SFT). ``lora``: the adapter this SFT trains (merged into
+    the saved weights), ``inherit`` = the spec's own, null = full fine-tuning."""
     if max_steps < 0 and not max_epochs:
         raise ValueError("the SFT recipe needs max_steps >= 0 or max_epochs >= 1 to end")
+    spec = sft_spec(spec, lora)
     L.seed_everything(seed, workers=True)
     tokenizer = load_tokenizer(spec)
     datamodule = PreferenceDataModule(
@@ -78,9 +81,19 @@ def sft_step(
     lr: float = 1e-4,
     batch_size: int = 8,
     seed: int = 0,
+    lora: dict | str | None = INHERIT,
 ) -> SFTStep:
-    """An :class:`SFTStep` for the pipeline; its recipe is the cache key of the fine-tuned model."""
+    """An :class:`SFTStep` for the pipeline; its recipe is the cache key of the fine-tuned model.
+
+    ``lora`` decides how the SFT trains apart from how the run trains afterwards: a student SFT'd with full
+    fine-tuning (``lora: null``) and then distilled through a LoRA adapter (PLaD's recipe), or a teacher given
+    an adapter for its SFT although the teacher group has none. ``inherit`` trains the spec's own."""
+    if lora != INHERIT and lora is not None and not isinstance(lora, dict):
+        raise ValueError(f"SFT recipe lora={lora!r}: use {INHERIT!r}, null (full fine-tuning) or an adapter "
+                         "mapping like the model configs' lora")  # fmt: skip
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     if max_epochs is not None:  # absent from older recipes: their cached models stay valid
         recipe["max_epochs"] = max_epochs
+    if lora != INHERIT:  # likewise
+        recipe["lora"] = lora
     return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)

@@ -88,9 +88,22 @@ def data_key(data: PromptSet) -> str:
     return content_hash({"prompts": data.prompts, "ids": data.ids})[:16]
 
 
+INHERIT = "inherit"  # an SFT recipe's `lora`: train the spec's own adapter
+
+
+def sft_spec(spec, lora=INHERIT):
+    """The spec an SFT recipe trains: ``spec`` with the recipe's adapter (``lora``), or its own (``inherit``)."""
+    return spec if lora == INHERIT else dataclasses.replace(spec, lora=lora)
+
+
 def sft_key(spec, sft: SFTStep) -> str:
-    """The cache key of stage ``sft-<role>``: the base model and the recipe."""
-    return hash_inputs({"model": spec.identity(), "sft": sft.config})
+    """The cache key of stage ``sft-<role>``: the base model, the recipe and the adapter it trains (a LoRA SFT
+    and a full fine-tuning of one model are two models; ``identity()`` leaves adapters out, as a frozen model
+    computes the same without one)."""
+    inputs = {"model": spec.identity(), "sft": sft.config}
+    if "lora" not in sft.config and spec.lora is not None:  # the spec's own adapter; a full fine-tuning's key
+        inputs["adapter"] = dict(spec.lora)  # stays what it was, so those cached models stay valid
+    return hash_inputs(inputs)
 
 
 def finetuned(

@@ -93,3 +93,62 @@ def test_student_and_teacher_recipes_follow_pipeline_sft_unless_set_apart(tiny_c
     student, teacher = apart.sft["student"].config, apart.sft["teacher"].config
     assert (student["max_steps"], teacher["max_steps"]) == (chain.sft["student"].config["max_steps"], 7)
     assert student["lr"] == teacher["lr"] == 0.5
+
+
+def test_an_sft_recipe_trains_its_own_adapter_and_keys_it(student_spec, tmp_path):
+    """`lora` of an SFT recipe sets how the SFT trains apart from the run: full fine-tuning of a spec that
+    carries an adapter (PLaD: full SFT, then LoRA distillation), an adapter for a spec without one; and a LoRA
+    SFT and a full one of the same model are two cache entries (identity() leaves adapters out)."""
+    import dataclasses
+
+    from prefdistill.pipeline.sft import sft_step
+    from prefdistill.pipeline.steps import sft_key
+
+    seen = []
+    adapter = {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+    with_lora = dataclasses.replace(student_spec, lora=adapter)
+    data = {"source": "shipped", "max_samples": 4, "max_length": 64, "max_prompt_length": 48}
+    full = sft_step(data=data, max_steps=1, lora=None)
+    inherit = sft_step(data=data, max_steps=1)
+    assert "lora" not in inherit.config and full.config["lora"] is None
+    assert sft_key(with_lora, inherit) != sft_key(student_spec, inherit)  # the spec's adapter is in the key
+    assert sft_key(with_lora, full) == sft_key(student_spec, full)  # the recipe decides: full either way
+    assert sft_key(student_spec, inherit) == sft_key(student_spec, SFTStep(None, dict(inherit.config)))
+
+    def record(spec, out_dir):
+        seen.append(spec.lora)
+        from prefdistill.models import load_model, load_tokenizer, merge_and_save
+
+        merge_and_save(load_model(spec, trainable=False), load_tokenizer(spec), out_dir)
+
+    from prefdistill.pipeline.steps import sft_spec
+
+    for step in (full, inherit):
+        record(sft_spec(with_lora, step.config.get("lora", "inherit")), tmp_path / str(len(seen)))
+    assert seen == [None, with_lora.lora]
+    planned = Chain(sft_student=full).stages(with_lora, None)
+    assert planned[0].models[0][1].lora is None  # preflight sizes the full fine-tuning the SFT will run
+    with pytest.raises(ValueError, match="use 'inherit', null"):
+        sft_step(data=data, lora="yes")
+
+
+def test_a_full_fine_tuning_recipe_moves_weights_an_adapter_sft_leaves_alone(student_spec, tmp_path):
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from prefdistill.models import load_model
+    from prefdistill.pipeline.sft import sft_step
+
+    adapter = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    spec = dataclasses.replace(student_spec, lora=adapter)
+    data = {"source": "shipped", "max_samples": 4, "max_length": 64, "max_prompt_length": 48}
+    base = {k: v for k, v in load_model(student_spec, trainable=False).state_dict().items() if "embed" in k}
+    for lora, moved in ((None, True), ("inherit", False)):
+        out = tmp_path / str(lora)
+        sft_step(data=data, max_steps=1, lr=0.05, batch_size=2, lora=lora).fn(spec, out)
+        saved = load_file(str(out / "model.safetensors"))
+        embed = next(k for k in saved if "embed" in k)
+        same = torch.equal(saved[embed], base[next(k for k in base if k.endswith(embed.split("model.")[-1]))])
+        assert same is not moved, (lora, embed)  # only full fine-tuning trains the embeddings
