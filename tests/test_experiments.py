@@ -128,6 +128,8 @@ def tiny_overrides(tmp_path, name: str, extra: tuple[str, ...] = ()) -> list[str
         out.append("pipeline.prepare.step.scorer=teacher_likelihood")
     if "${pipeline.sft" in str(OmegaConf.to_container(prepare)):  # an SFT recipe is used
         out += ["pipeline.sft.max_steps=1", "pipeline.sft.batch_size=2"]
+        for role in ("sft_student", "sft_teacher"):  # a recipe an experiment sets apart from pipeline.sft
+            out += [f"pipeline.{role}.max_steps=1", f"pipeline.{role}.batch_size=2"]
     base = compose_train(tmp_path, [f"data={data}", "hardware=cpu"])
     shrunk = compose_train(tmp_path, [f"experiment={name}", *extra, *out])
     out += _resets("data", OmegaConf.to_container(base.data), OmegaConf.to_container(shrunk.data), set(small))

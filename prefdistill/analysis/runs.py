@@ -29,8 +29,10 @@ RUN_COLUMNS = ("run", "path", "method", "model", "finished", "global_step", "wal
 # Held-out metrics plotted and tabulated by default (those present); win rates are added when a run
 # was evaluated (``eval/.../win_rate``).
 SWEEP_METRICS = ("val/reward/accuracy", "val/reward/margin", "val/loss")
-# Config entries that differ between the jobs of a sweep without being swept.
-_NOT_SWEPT = re.compile(r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^method\.name$)")
+# Config entries that differ between the jobs of a sweep without being swept (the loggers' per-run names and ids).
+_NOT_SWEPT = re.compile(
+    r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^logger\.|^method\.name$)"
+)
 # Folders of a run that may hold a copy of its config without being runs themselves.
 _NOT_RUNS = {"wandb", "checkpoints", "model"}
 
@@ -60,11 +62,23 @@ def latest_multirun(log_dir: str | Path | None = None) -> Path:
     return max(sweeps, key=lambda p: (p.name, p.stat().st_mtime))  # <time> names sort by time
 
 
+def _located(path: Path) -> Path:
+    """A results folder given relative to where the command was typed: the current folder, else the shell's
+    (``$PWD``: a notebook's kernel, ``jupyter execute notebooks/<name>.ipynb`` too, runs in the notebook's
+    folder), else the project root."""
+    if path.is_absolute() or path.exists():
+        return path
+    for base in (os.environ.get("PWD"), _repo_root()):
+        if base and (Path(base) / path).exists():
+            return Path(base) / path
+    raise FileNotFoundError(f"results folder {path} does not exist")
+
+
 def results_dirs(value: str | None = None) -> list[Path]:
     """The results folders to analyse: ``value``, else ``$PREFDISTILL_RESULTS`` (several separated
     by ``os.pathsep``), else :func:`latest_multirun`."""
     value = value if value is not None else os.environ.get(RESULTS_ENV, "")
-    paths = [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    paths = [_located(Path(p).expanduser()) for p in value.split(os.pathsep) if p.strip()]
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"results folder {p} does not exist")
@@ -155,12 +169,16 @@ def _number(value: Any) -> bool:
 def run_metrics(run: dict[str, Any]) -> dict[str, float]:
     """Flat metrics of a loaded run, named as ``train.main`` returns them: held-out metrics after
     training under their own names (``val/loss``), before training as ``before/val/loss``, training
-    metrics (``train/...``), and evaluation metrics as ``eval/<metric>`` (from metrics.json when
-    train.py evaluated, else from the run's ``eval_<suite>/eval_results.json``)."""
+    metrics (``train/...``), evaluation metrics as ``eval/<metric>`` (from metrics.json when train.py
+    evaluated, else from the run's ``eval_<suite>/eval_results.json``) and the run's cost as
+    ``cost/seconds`` and ``cost/tokens`` (pipeline stages + training, ``utils/cost.py``)."""
     m = run["metrics"]
     out: dict[str, float] = {}
     out.update({f"before/{k}": v for k, v in m.get("before", {}).items()})
     out.update(m.get("train", {}))
+    cost = m.get("cost") or {}
+    out.update({name: cost[key] for name, key in (("cost/seconds", "total_s"), ("cost/tokens", "total_tokens"))
+                if key in cost})  # fmt: skip
     for result in run["eval"]:
         for k, v in result.get("metrics", {}).items():
             out.setdefault(f"eval/{k}", v)

@@ -28,8 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from hydra.experimental.callback import Callback
 
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.markdown import markdown_table
 
 DEGENERACY_KEYS = ("degeneracy/answer_rate", "degeneracy/repeat2", "degeneracy/length_ratio")
 
@@ -103,8 +105,6 @@ def _fmt(v) -> str:
 def search_table(jobs: list[Job], metric: str) -> str:
     """Markdown: one line per job (swept values, objective, EM, degeneracy, guard, wall time), the chosen one
     marked, then the total cost."""
-    from prefdistill.utils.markdown import markdown_table
-
     keys, best = swept_keys(jobs), choose(jobs, metric)
     header = [*keys, metric, "EM", "Answered", "Rep-2", "Len/ref", "Guard", "Wall (s)", ""]
     body = []
@@ -159,6 +159,52 @@ def summarize(sweep: Path, metric: str, write_rows: Path | None = None) -> str:
             raise ValueError(f"search {sweep}: its jobs name no row (row=<name>); no tuned row to write")
         atomic_write_text(write_rows / f"{row}_tuned.yaml", tuned_row_text(row, best, keys, metric))
     return table
+
+
+def collapse_table(jobs: list[Job]) -> str:
+    """Markdown: per job, the swept values, the student's per-token log-likelihood of the held-out pairs' chosen
+    (teacher) and rejected (student) responses before -> after training and their gap, then the validation exact
+    match and degeneracy numbers: a collapse shows as both likelihoods falling while the gap grows."""
+    def pair(j: Job, key: str) -> tuple[float | None, float | None]:
+        m = j.metrics or {}
+        return m.get("before", {}).get(key), m.get("after", {}).get(key)
+
+    def arrow(before, after) -> str:
+        return f"{_fmt(before)} → {_fmt(after)}"
+
+    keys = swept_keys(jobs)
+    header = [*keys, "chosen/token", "rejected/token", "gap", "EM", "Answered", "Rep-2", "Len/ref"]
+    body = []
+    for j in jobs:
+        (cb, ca), (rb, ra) = pair(j, "val/logps/chosen_per_token"), pair(j, "val/logps/rejected_per_token")
+        gap = [None if c is None or r is None else c - r for c, r in ((cb, rb), (ca, ra))]
+        body.append([*(j.overrides.get(k, "") for k in keys), arrow(cb, ca), arrow(rb, ra), arrow(*gap),
+                     _fmt(j.value("exact_match/overall")), *(_fmt(j.value(k)) for k in DEGENERACY_KEYS)])  # fmt: skip
+    notes = ["chosen = the teacher's sample, rejected = the initial student's, on the held-out 10 % of the prepared "
+             "pairs; per-token log-likelihood under the trained student, before -> after; EM and the degeneracy "
+             "numbers on the validation prompts (prefdistill/eval/degeneracy.py)"]  # fmt: skip
+    return markdown_table(header, body, notes=notes)
+
+
+class CollapseSummary(Callback):
+    """A Hydra callback: ``collapse.md`` (:func:`collapse_table`) in the sweep folder at the end of a multirun."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        table = f"Collapse ablation {sweep.name}:\n\n" + collapse_table(read_jobs(sweep))
+        atomic_write_text(sweep / "collapse.md", table + "\n")
+        print(table, flush=True)
+
+
+class SearchSummary(Callback):
+    """A Hydra callback: at the end of a search multirun, ``search.md`` and ``chosen.json`` in its folder (the
+    objective is the run's ``optimized_metric``), printed."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        metric = config.get("optimized_metric")
+        if not metric:
+            raise ValueError("search summary: set optimized_metric (the objective the search maximises)")
+        print(summarize(Path(config.hydra.sweep.dir), metric), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

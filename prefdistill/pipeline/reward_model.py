@@ -29,7 +29,7 @@ import torch
 
 from prefdistill.eval.reward import RewardModel
 from prefdistill.pipeline.stages import Stage, StageResult
-from prefdistill.pipeline.steps import PlannedStage
+from prefdistill.pipeline.steps import INHERIT, PlannedStage, sft_spec
 from prefdistill.utils.cache import hash_inputs
 
 
@@ -41,7 +41,10 @@ class StageRewardModel:
 
     def __init__(self, base, recipe: dict, cache_dir: str | os.PathLike, **scoring):
         self.base, self.recipe, self.cache_dir, self.scoring = base, recipe, cache_dir, scoring
-        self.key = hash_inputs({"model": base.identity(), "reward": recipe})
+        inputs = {"model": base.identity(), "reward": recipe}
+        if base.lora is not None:  # a LoRA RM and a full one are two models (identity() leaves adapters out);
+            inputs["adapter"] = dict(base.lora)  # a full fine-tuning's key stays what it was
+        self.key = hash_inputs(inputs)
         self._stage: StageResult | None = None
         self._model: RewardModel | None = None
 
@@ -92,7 +95,7 @@ def train_reward_model(
 ) -> dict:
     """Train a reward model on ``data`` (PreferenceDataModule arguments), save it at ``out_dir``; returns
     ``{"tokens", "val_accuracy", "val_margin", "val_pairs"}`` (held-out: the validation split)."""
-    from prefdistill.callbacks import ThroughputMonitor
+    from prefdistill.callbacks import ThroughputMonitor, stage_progress
     from prefdistill.data import PreferenceDataModule
     from prefdistill.losses import get_loss
     from prefdistill.models import load_tokenizer, merge_and_save
@@ -108,7 +111,8 @@ def train_reward_model(
     monitor = ThroughputMonitor()
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=-1, devices=1, logger=False, enable_checkpointing=False,
-        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False, callbacks=[monitor],
+        limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
+        callbacks=[monitor, stage_progress()],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     judge = L.Trainer(devices=1, logger=False, enable_model_summary=False, enable_progress_bar=False)
@@ -133,13 +137,16 @@ def trained_reward_model(
     seed: int = 0,
     score_batch_size: int = 16,
     max_length: int = 1024,
+    lora: dict | str | None = INHERIT,
 ) -> StageRewardModel:
     """The reward model of stage ``reward-model`` (trained when first used, or reused): ``base`` (a ModelSpec; LoRA
     trains adapters + head) fine-tuned ``max_steps`` steps of ``batch_size`` pairs at ``lr`` on ``data``
     (``PreferenceDataModule`` arguments). ``score_batch_size`` and ``max_length`` are how it scores
-    (``RewardModel``); it renders prompts with the template it was trained with (``data["template"]``)."""
+    (``RewardModel``); it renders prompts with the template it was trained with (``data["template"]``).
+    ``lora``: the adapter the reward model trains, as an SFT recipe's (``inherit`` = ``base``'s own, null = full
+    fine-tuning), so ``base`` can be a frozen teacher spec."""
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     template = data.get("template", "auto")
     return StageRewardModel(
-        base, recipe, cache_dir, batch_size=score_batch_size, max_length=max_length, template=template
+        sft_spec(base, lora), recipe, cache_dir, batch_size=score_batch_size, max_length=max_length, template=template
     )

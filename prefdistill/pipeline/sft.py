@@ -18,12 +18,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from prefdistill.callbacks import ThroughputMonitor
+from prefdistill.callbacks import ThroughputMonitor, stage_progress
 from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import ModelSpec, load_tokenizer, merge_and_save
 from prefdistill.modules import PreferenceModule
-from prefdistill.pipeline.steps import INHERIT, SFTStep, sft_spec
+from prefdistill.pipeline.steps import INHERIT, SFTStep, check_adapter, sft_spec
 
 
 def sft_finetune(
@@ -59,7 +59,7 @@ def sft_finetune(
     trainer = L.Trainer(
         max_steps=max_steps, max_epochs=max_epochs or -1, accelerator=accelerator, devices=1, logger=False,
         enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
-        callbacks=[monitor],
+        callbacks=[monitor, stage_progress()],
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     out_dir = Path(out_dir)
@@ -88,12 +88,9 @@ def sft_step(
     ``lora`` decides how the SFT trains apart from how the run trains afterwards: a student SFT'd with full
     fine-tuning (``lora: null``) and then distilled through a LoRA adapter (PLaD's recipe), or a teacher given
     an adapter for its SFT although the teacher group has none. ``inherit`` trains the spec's own."""
-    if lora != INHERIT and lora is not None and not isinstance(lora, dict):
-        raise ValueError(f"SFT recipe lora={lora!r}: use {INHERIT!r}, null (full fine-tuning) or an adapter "
-                         "mapping like the model configs' lora")  # fmt: skip
     recipe = {"data": data, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "seed": seed}
     if max_epochs is not None:  # absent from older recipes: their cached models stay valid
         recipe["max_epochs"] = max_epochs
-    if lora != INHERIT:  # likewise
+    if check_adapter(lora) != INHERIT:  # likewise
         recipe["lora"] = lora
     return SFTStep(fn=partial(sft_finetune, **recipe), config=recipe)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,8 +92,17 @@ INHERIT = "inherit"  # an SFT recipe's `lora`: train the spec's own adapter
 
 
 def sft_spec(spec, lora=INHERIT):
-    """The spec an SFT recipe trains: ``spec`` with the recipe's adapter (``lora``), or its own (``inherit``)."""
-    return spec if lora == INHERIT else dataclasses.replace(spec, lora=lora)
+    """The spec an SFT recipe (or a reward-model stage) trains: ``spec`` with the recipe's adapter (``lora``: a
+    mapping like the model configs' ``lora``, or null for full fine-tuning), or its own (``inherit``)."""
+    return spec if check_adapter(lora) == INHERIT else dataclasses.replace(spec, lora=lora)
+
+
+def check_adapter(lora):
+    """``lora`` itself when it is ``inherit``, null or an adapter mapping; a ValueError naming the choices else."""
+    if lora != INHERIT and lora is not None and not isinstance(lora, Mapping):
+        raise ValueError(f"lora={lora!r}: use {INHERIT!r}, null (full fine-tuning) or an adapter mapping like the "
+                         "model configs' lora")  # fmt: skip
+    return lora
 
 
 def sft_key(spec, sft: SFTStep) -> str:

@@ -16,7 +16,8 @@ def _tiny(tmp_path) -> list[str]:
     """distill_study on the tiny models: a few rows, steps and prompts, a 2-step reward model."""
     return [
         "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
-        "pipeline.sft.max_steps=1", "eval.data.max_samples=4", "eval.generation.max_new_tokens=4",
+        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
+        "eval.generation.max_new_tokens=4",
         "eval.reward.max_steps=2", "eval.reward.batch_size=2", "eval.reward.data.max_samples=8",
         "logger=none", f"paths.root_dir={tmp_path}",
     ]  # fmt: skip
@@ -42,7 +43,7 @@ def test_study_multirun_ends_with_the_comparison_table(tmp_path):
     assert "RM = rm:" in main and "held-out pair accuracy" in main  # the reward model trained by the stage
     assert "| Standard KD " in families and "| Teacher " in families
     # the trained rows' cost: the pipeline stages they used plus their fit, recorded in metrics.json
-    (run_metrics,) = [json.loads(p.read_text()) for p in tmp_path.glob("logs/distill_study/multiruns/*/1/metrics.json")]
+    (run_metrics,) = [json.loads(p.read_text()) for p in tmp_path.glob("logs/distill_study/multiruns/*/1_row=kd/metrics.json")]
     cost = run_metrics["cost"]
     assert {s["name"] for s in cost["stages"]} >= {"sft-student", "sft-teacher"}
     assert cost["fit_s"] > 0 and cost["train_tokens"] > 0 and cost["total_s"] >= cost["pipeline_s"]
