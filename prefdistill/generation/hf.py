@@ -156,7 +156,7 @@ class HFGenerator(Generator):
         finish: list[str] = ["length"] * len(prompt_ids)
         window = max((len(s) for s in params.stop), default=0) + 4
         while True:
-            next_tok = sample_next(logits, [rngs[r] for r in active], params)  # (b,)
+            next_tok = self._sample_next(logits, [rngs[r] for r in active], params)  # (b,)
             keep = []
             for k, (r, t) in enumerate(zip(active, next_tok.tolist())):
                 if t in self.stop_ids:
@@ -178,6 +178,12 @@ class HFGenerator(Generator):
             logits, cache = self._forward(next_tok[:, None], mask, next_pos[:, None], cache)
             next_pos = next_pos + 1
         return [self._completion(t, f, params) for t, f in zip(tokens, finish)]
+
+    def _sample_next(
+        self, logits: Tensor, rngs: list[torch.Generator | None], params: SamplingParams
+    ) -> Tensor:
+        """(b,) next tokens from one step's ``_forward`` output (a backend stepping two models overrides both)."""
+        return sample_next(logits, rngs, params)
 
     def _hit_stop(self, tail: list[int], stop: Sequence[str]) -> bool:
         text = self.tokenizer.decode(tail, skip_special_tokens=True)

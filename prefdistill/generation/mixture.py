@@ -65,11 +65,21 @@ class MixtureGenerator(HFGenerator):
     def _forward(self, input_ids: Tensor, mask: Tensor, positions: Tensor, cache) -> tuple[Tensor, Any]:
         if self.teacher_mix == 0.0:
             return super()._forward(input_ids, mask, positions, cache)
-        policy_cache, teacher_cache = (None, None) if cache is None else (cache.policy, cache.teacher)
-        policy_logits, policy_cache = super()._forward(input_ids, mask, positions, policy_cache)
-        out = self.teacher(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions,
-            past_key_values=teacher_cache, use_cache=True, logits_to_keep=1,
-        )  # fmt: skip
-        mixed = log_mixture(policy_logits, out.logits[:, -1], self.teacher_mix)
-        return mixed, PairCache(policy_cache, out.past_key_values)
+        policy_logits, teacher_logits, cache = step_both(
+            super()._forward, self.teacher, input_ids, mask, positions, cache
+        )
+        return log_mixture(policy_logits, teacher_logits, self.teacher_mix), cache
+
+
+def step_both(
+    policy_forward, teacher: torch.nn.Module, input_ids: Tensor, mask: Tensor, positions: Tensor, cache
+):
+    """One decoding step of the policy (``policy_forward``, the generator's own) and ``teacher`` on the same
+    tokens, each with its KV cache: ``(policy logits (B, V), teacher logits (B, V'), PairCache)``."""
+    policy_cache, teacher_cache = (None, None) if cache is None else (cache.policy, cache.teacher)
+    policy_logits, policy_cache = policy_forward(input_ids, mask, positions, policy_cache)
+    out = teacher(
+        input_ids=input_ids, attention_mask=mask, position_ids=positions,
+        past_key_values=teacher_cache, use_cache=True, logits_to_keep=1,
+    )  # fmt: skip
+    return policy_logits, out.logits[:, -1].float(), PairCache(policy_cache, out.past_key_values)

@@ -51,13 +51,16 @@ class VLLMGenerator(Generator):
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         progress: bool = True,
+        weights_dir: str | None = None,
         **llm_kwargs: Any,
     ):
+        """``weights_dir``: a saved model folder to load instead of the spec's weights (a training policy as it
+        stands, e.g. pruned or with merged adapters; ``vllm_rollouts.py``)."""
         vllm = import_vllm()
         self.spec, self.progress = spec, progress
         self.tokenizer = load_tokenizer(spec)
         self.encoder = PromptEncoder(self.tokenizer, template)
-        local = spec.local_dir
+        local = weights_dir or spec.local_dir
         self.model = vllm.LLM(
             model=str(local) if local else spec.name_or_path,
             tokenizer=spec.tokenizer_source,

@@ -46,6 +46,7 @@ KNOWN_NEEDS = frozenset(
         "reference_token_logps",  # per-token reference log-probs (pairwise, e.g. LD-DPO)
         "token_sq_probs",  # per-token log Σ_v π_θ(v)² of the policy (pairwise, WPO's weights)
         "policy_samples",  # responses sampled from the policy during training (on-policy)
+        "speculative_samples",  # rollouts whose student tokens outside the teacher's top-k the teacher replaced (SKD)
         "kl_pairs",  # unpaired: log-probs of mismatched (prompt, completion) pairs (KTO's KL estimate)
         "cross_tokenizer",  # a teacher with its own tokenizer, aligned to the student's tokens (data path)
     }

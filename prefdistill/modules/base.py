@@ -12,25 +12,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 
 from prefdistill.losses import Loss
 from prefdistill.models import ModelSpec, load_model
 from prefdistill.modules.held import HeldModel, held_reference
+from prefdistill.utils.rng import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
-
-
-def _numpy_state() -> list:
-    """numpy's RNG state as plain Python values (checkpoints load with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
 class PolicyModule(L.LightningModule):
@@ -275,7 +268,7 @@ class PolicyModule(L.LightningModule):
         checkpoint["prefdistill"] = {
             "bad_steps_total": self.bad_steps_total,
             "loss_state": {k: v.clone() for k, v in self.loss_state.items()},
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_state()},
+            "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -283,11 +276,16 @@ class PolicyModule(L.LightningModule):
         state = checkpoint.get("prefdistill", {})
         self.bad_steps_total = state.get("bad_steps_total", 0)
         self.loss_state.update(state.get("loss_state", {}))
-        if "rng" in state:  # dropout masks and sampling continue exactly where the run stopped
-            torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(state["rng"]["python"])
-            name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
-            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        self._resumed_rng = state.get("rng")  # set at the first training batch: see on_train_batch_start
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """A resumed run takes up the checkpoint's RNG states here, once, so dropout masks and rollouts continue
+        exactly where the run stopped: not when the checkpoint loads, because Lightning then builds the data
+        loaders (each new iterator draws its base seed from torch's generator, a draw the uninterrupted run made
+        before it saved the checkpoint)."""
+        rng, self._resumed_rng = getattr(self, "_resumed_rng", None), None
+        if rng is not None:
+            set_rng_state(rng)
 
     # -- steps: every kind's module defines compute(batch) -> (loss, metrics) ----------------
     def compute(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -23,10 +23,14 @@ The module branches on the loss's needs:
   ``<cache_dir>/teacher_topk``, else in memory.
 * ``rejected`` (``distillm2``): batches are pairs (teacher response = chosen, student response =
   rejected); both sides are distilled and reach the loss as ``TokenInputs``' ``rejected_*`` tensors.
-* ``policy_samples`` (MiniLLM): every batch must be a rollout; the sampling policy's and the
+* ``policy_samples`` (MiniLLM, OPD, SKD): every batch must be a rollout; the sampling policy's and the
   proposal's log-probs (``sample_logps``, ``proposal_logps``) go to the loss.
+* ``speculative_samples`` (SKD): the rollouts must be interleaved, the teacher replacing the student's
+  proposals outside its top-k (``on_policy.speculative``).
 
-Every call passes ``progress`` (fraction of the training steps done) for losses with schedules.
+Every call passes ``progress`` (fraction of the training steps done) for losses with schedules. Held-out
+batches also log the forward and reverse KL to the teacher (``val/teacher/forward_kl``, ``reverse_kl``; token
+mean, τ = 1; on the cached top-k support with a teacher cache): one yardstick whatever the loss.
 """
 
 from __future__ import annotations
@@ -39,13 +43,12 @@ import torch
 
 from prefdistill.data.alignment import one_vocabulary, vocabulary_map
 from prefdistill.data.templates import PromptEncoder
-from prefdistill.generation.mixture import MixtureGenerator
-from prefdistill.losses import TokenInputs
+from prefdistill.losses import TokenInputs, get_loss
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.held import HeldModel
-from prefdistill.modules.on_policy import OnPolicy, rollout_batch
+from prefdistill.modules.on_policy import OnPolicy, rollout_batch, rollout_generator
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
     TeacherCache,
@@ -99,6 +102,11 @@ class DistillModule(PolicyModule):
             raise ValueError(
                 f"loss {self.loss.name!r} trains on responses sampled from the policy: set "
                 "on_policy.fraction=1 (method=minillm does)"
+            )
+        if "speculative_samples" in needs and (on_policy is None or on_policy.speculative is None):
+            raise ValueError(
+                f"loss {self.loss.name!r} trains on interleaved samples (the teacher replaces the student's tokens "
+                "outside its top-k): set on_policy.speculative (on_policy=skd; method=skd does)"
             )
         sampling = on_policy is not None and on_policy.fraction > 0
         if sampling and (teacher_cache is not None or {"cross_tokenizer", "rejected"} & needs):
@@ -233,11 +241,12 @@ class DistillModule(PolicyModule):
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
         if self._generator is None:
-            self._generator = MixtureGenerator(
-                self.policy_spec, model=self.policy, tokenizer=load_tokenizer(self.policy_spec), progress=False,
-                teacher=self.teacher, teacher_mix=self.on_policy.teacher_mix,
-                batch_size=64,
-            )  # fmt: skip
+            self._generator = rollout_generator(
+                self.on_policy, self.policy_spec, self.policy, self.teacher, version=self.global_step
+            )
+        sync = getattr(self._generator, "sync_weights", None)  # a separate engine (vLLM) follows the policy
+        if sync is not None:
+            sync(self.global_step)
         return self._generator
 
     def maybe_rollout(self, batch: dict) -> dict:
@@ -302,8 +311,12 @@ class DistillModule(PolicyModule):
         out = self.call_loss(dataclasses.replace(x, progress=self.progress()))
         loss = out.loss.mean()
         metrics = {**out.metrics, "loss": loss.detach()}
+        if not self.training and not self.cross and "teacher" in self.loss.needs:
+            metrics |= {f"teacher/{kl}": get_loss(f"kd_{d}")(x).metrics["kd/divergence"]
+                        for kl, d in (("forward_kl", "fkl"), ("reverse_kl", "rkl"))}  # fmt: skip
         if batch.get("rollout"):
             metrics["on_policy/response_tokens"] = x.mask.sum(-1).float()
+            metrics |= {f"on_policy/{k}": torch.tensor(v) for k, v in batch.get("rollout_stats", {}).items()}
         return loss, metrics
 
     def training_step(self, batch, batch_idx):

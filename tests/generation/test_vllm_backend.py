@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import types
 from dataclasses import dataclass, field
 
 import pytest
+from fake_vllm import install
 
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.generation import SamplingParams, build_generator
@@ -65,18 +65,10 @@ class FakeLLM:
         return [FakeRequestOutput(r["prompt_token_ids"], c) for r, c in zip(requests, FakeLLM.completions)]
 
 
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    module = types.ModuleType("vllm")
-    module.LLM, module.SamplingParams = FakeLLM, FakeSamplingParams
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    FakeLLM.instances, FakeLLM.completions = [], []
-    return module
+    FakeLLM.completions = []
+    return install(monkeypatch, FakeLLM)
 
 
 @pytest.fixture

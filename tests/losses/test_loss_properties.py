@@ -68,6 +68,13 @@ HPARAMS = {
 PER_LOSS = {
     "exo_pair": {"label_smoothing": st.floats(1e-3, 0.45)},  # EXO needs ε > 0
     "cpo": {"loss_type": st.sampled_from(["sigmoid", "simpo"])},  # label smoothing is refused with hinge/ipo
+    "abkd": {p: st.one_of(st.just(0.0), st.floats(1e-3, 2.0)) for p in ("alpha", "beta")},  # 0 or >= 1e-3
+    "taid": {"beta": st.floats(0.0, 0.999)},  # momentum: beta = 1 would never move
+    "opd": {
+        "iw_gamma": st.one_of(st.none(), st.floats(0.0, 2.0)),
+        "estimator": st.sampled_from(["full", "sampled"]),
+    },
+    "minillm": {"gamma": _unit, "clip": st.floats(0.0, 0.5)},
 }
 # Batch-coupled by design (checked for everything but separability): AOT sorts the batch's margins. The
 # batch-coupled settings of other losses (pad_pd divergence="released", sft token_mean="batch") are not
@@ -89,7 +96,9 @@ def _tensor_args(name: str, pool: dict) -> list[str]:
     """The tensors of ``pool`` that the loss's inputs (its kind's dataclass) take; every required one must be there."""
     fields = dataclasses.fields(INPUTS_BY_KIND[REGISTRY[name].kind])
     required = {f.name for f in fields if f.default is dataclasses.MISSING}
-    assert required <= set(pool), f"loss {name!r} requires tensors this test does not know: {required - set(pool)}"
+    assert required <= set(pool), (
+        f"loss {name!r} requires tensors this test does not know: {required - set(pool)}"
+    )
     return [f.name for f in fields if f.name in pool]
 
 
@@ -268,13 +277,15 @@ def test_token_losses_nonnegative_separable_and_zero_for_identical_logits(name, 
 @given(data=st.data())
 def test_policy_gradient_losses_finite_separable_and_zero_for_identical_logits(name, data):
     b, tensors = _token_inputs(data)
-    loss = get_loss(
-        name, gamma=data.draw(_unit, label="gamma"), clip=data.draw(st.floats(0.0, 0.5), label="clip")
-    )
+    hp = _hparams(data, name)
+    loss = get_loss(name, **hp)
     out = loss(**tensors)
     assert out.loss.shape == (b,)
     assert torch.isfinite(out.loss).all()
     _check_metrics(out, b)
     _check_separable(loss, tensors, data.draw(st.integers(1, b - 1), label="split"))
-    same = loss(**{**tensors, "teacher_logits": tensors["student_logits"].detach().clone()})
+    pure = get_loss(
+        name, **{**hp, **({"kd_ratio": 1.0} if "kd_ratio" in hp else {})}
+    )  # no cross-entropy part
+    same = pure(**{**tensors, "teacher_logits": tensors["student_logits"].detach().clone()})
     torch.testing.assert_close(same.loss, torch.zeros(b), atol=1e-5, rtol=0)

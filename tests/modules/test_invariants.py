@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from train_helpers import CONFIGS
 
 from prefdistill.data import PreferenceDataModule
+from prefdistill.generation.speculative import Speculative
 from prefdistill.losses import REGISTRY, get_loss
 from prefdistill.models import load_tokenizer
 from prefdistill.modules import build_module
@@ -72,7 +73,13 @@ def test_gradient_accumulation_matches_a_larger_batch(name):
     torch.manual_seed(0)
     loss = get_loss(name)
     rollouts = "policy_samples" in loss.needs
-    on_policy = OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6) if rollouts else None
+    speculative = Speculative(top_k=50) if "speculative_samples" in loss.needs else None  # SKD's interleaving
+    mix = 0.0 if speculative else 0.2
+    on_policy = (
+        OnPolicy(fraction=1.0, teacher_mix=mix, speculative=speculative, max_new_tokens=6)
+        if rollouts
+        else None
+    )
     extra = {"on_policy": on_policy} if rollouts else {}
     extra |= {"teacher": TEACHER} if "teacher" in loss.needs else {}
     module = build_module(loss=loss, policy=TINY, optimizer=partial(torch.optim.SGD, lr=0.1), **extra)
