@@ -7,8 +7,12 @@ next-token distributions come from
 
 * the frozen teacher run online on the same tokens (eval mode, no grad), or
 * with ``teacher_cache`` set, its top-k log-probs computed once per (data, teacher, k) and read from
-  disk, so no teacher is held during training (``teacher_cache.py`` states the approximation).
-  Rollouts are new text, so on-policy training always runs the teacher online.
+  disk, so no teacher is held during training (``teacher_cache.py`` states the approximation;
+  ``teacher_support`` picks the stored format: ``topk``, ``topk_tail`` or the unbiased ``sampled``, see
+  ``teacher_formats.py``). Rollouts are new text, so on-policy training runs the teacher online;
+* a served teacher (``teacher=served``, ``prefdistill/models/served.py``): its top-k over HTTP, once into a
+  table for dataset responses (in ``teacher_cache`` when set, else in memory) and per batch for rollouts;
+* several teachers (``teacher=[a,b]``, ``teacher_weights``): their weighted mixture (``teachers.py``).
 
 The module branches on the loss's needs:
 
@@ -43,8 +47,10 @@ from prefdistill.generation.mixture import MixtureGenerator
 from prefdistill.losses import TokenInputs
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
+from prefdistill.models.served import ServedTeacher
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
+from prefdistill.modules.teachers import Teachers, served_inputs, served_table, teacher_format
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
     TeacherCache,
@@ -82,9 +88,11 @@ class DistillModule(PolicyModule):
     def __init__(
         self,
         *args,
-        teacher: ModelSpec | None = None,
+        teacher: ModelSpec | ServedTeacher | list | None = None,
         teacher_cache: str | os.PathLike | None = None,
         teacher_topk: int | str = 64,
+        teacher_support: str = "auto",
+        teacher_weights: list[float] | None = None,
         on_policy: OnPolicy | None = None,
         **kw,
     ):
@@ -101,6 +109,9 @@ class DistillModule(PolicyModule):
                 f"loss {self.loss.name!r} trains on responses sampled from the policy: set "
                 "on_policy.fraction=1 (method=minillm does)"
             )
+        if teacher is None and teacher_weights is not None:
+            raise ValueError("module.teacher_weights mixes several teachers, but no teacher is set")
+        teachers = None if teacher is None else Teachers(teacher, teacher_weights)
         sampling = on_policy is not None and on_policy.fraction > 0
         if sampling and (teacher_cache is not None or {"cross_tokenizer", "rejected"} & needs):
             raise ValueError(
@@ -111,15 +122,16 @@ class DistillModule(PolicyModule):
         teacher_topk = 64 if teacher_topk == "auto" else teacher_topk
         if teacher_topk < 1:
             raise ValueError(f"teacher_topk must be >= 1, got {teacher_topk}")
+        self.teacher_format = teacher_format(self.loss, teacher_support, teacher_topk, teachers, teacher_cache, on_policy)
         self.cross = "cross_tokenizer" in needs
         if self.cross and teacher_cache is None:  # the aligned table always exists; on disk when possible
             teacher_cache = self.auto_cache("auto", "teacher_topk")
-        self.teacher_spec = teacher
+        self.teachers = teachers
+        self.teacher_spec = None if teachers is None else teachers.first
         self.teacher: torch.nn.Module | None = None
-        fields = CROSS_FIELDS if self.cross else None
-        self.teacher_cache = (
-            None if teacher_cache is None else TeacherCache(teacher_cache, *([fields] if fields else []))
-        )
+        self.teacher_models: list[torch.nn.Module] = []  # the mixture's members, online
+        fields = CROSS_FIELDS if self.cross else self.teacher_format.fields
+        self.teacher_cache = None if teacher_cache is None else TeacherCache(teacher_cache, fields)
         self.teacher_topk = int(teacher_topk)
         self.on_policy = on_policy
         self.vocab_limit: int | None = None  # shared ids of a padded teacher vocabulary
@@ -132,21 +144,42 @@ class DistillModule(PolicyModule):
 
     # -- models ------------------------------------------------------------------------
     def configure_extra_models(self) -> None:
-        table = self.cross or self.teacher_cache is not None
-        if self.teacher is None and self.teacher_spec is not None and not table:
-            self.teacher = self._load_teacher()
+        table = self.cross or self.teacher_cache is not None or self._served is not None
+        if self.teacher is None and not self.teacher_models and self.teachers is not None and not table:
+            models = self._load_teachers()
+            if self.teachers.mixture:
+                self.teacher_models = models
+            else:
+                self.teacher = models[0]
+
+    @property
+    def _served(self) -> ServedTeacher | None:
+        return None if self.teachers is None else self.teachers.served
+
+    def _live_teachers(self) -> list[torch.nn.Module]:
+        return self.teacher_models or [self.teacher]
 
     def _load_teacher(self) -> torch.nn.Module:
-        teacher = load_model(self.teacher_spec, trainable=False)
-        if not self.cross:
-            self.vocab_limit = self._shared_vocabulary(vocab_size(self.policy), vocab_size(teacher))
-        return teacher.to(self.device) if self._device_known() else teacher
+        return self._load_teachers()[0]
 
-    def _shared_vocabulary(self, student: int, other: int) -> int | None:
+    def _load_teachers(self) -> list[torch.nn.Module]:
+        """Every local teacher, frozen, each checked against the student's vocabulary (a mixture: one output size)."""
+        models = self.teachers.load()
+        if len({vocab_size(m) for m in models}) != 1:
+            raise ValueError(f"teacher mixture: output sizes {[vocab_size(m) for m in models]} differ; one vocabulary")
+        if not self.cross:
+            limits = {self._shared_vocabulary(vocab_size(self.policy), vocab_size(m), s)
+                      for m, s in zip(models, self.teachers.specs)}  # fmt: skip
+            if len(limits) > 1:
+                raise ValueError(f"teacher mixture: the teachers share {sorted(limits, key=str)} ids with the student")
+            self.vocab_limit = limits.pop()
+        return [m.to(self.device) if self._device_known() else m for m in models]
+
+    def _shared_vocabulary(self, student: int, other: int, spec: ModelSpec) -> int | None:
         """None (one vocabulary), the shared size of a padded one (logged once), or an error naming both tokenizers."""
-        if student == other and self.teacher_spec.tokenizer_source == self.policy_spec.tokenizer_source:
+        if student == other and spec.tokenizer_source == self.policy_spec.tokenizer_source:
             return None
-        s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(self.teacher_spec)
+        s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(spec)
         shared = one_vocabulary(s_tok, t_tok, student, other, f"token-level loss {self.loss.name!r}")
         if shared is not None and self.vocab_limit is None:
             log.info(
@@ -172,8 +205,10 @@ class DistillModule(PolicyModule):
 
     def _topk_entry(self, split: str, side: str):
         dm = self.trainer.datamodule
-        key = teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk, side)
-        label = f"teacher top-{self.teacher_topk} [{split}, {side}]"
+        key = teacher_cache_key(
+            dm.datasets[split], self.teachers.identity(), self.teacher_topk, side, storage=self.teacher_format.key()
+        )
+        label = f"teacher {self.teacher_format.name}-{self.teacher_topk} [{split}, {side}]"
         return key, lambda: self._compute_teacher_topk(dm.loader(split), label, side), label
 
     def _cross_entry(self, split: str):
@@ -208,11 +243,17 @@ class DistillModule(PolicyModule):
         return key, compute, label
 
     def _compute_teacher_topk(self, loader, label: str, side: str) -> dict[str, torch.Tensor]:
-        teacher = self._load_teacher().to(self.device)  # held only for this pass
+        if self._served is not None:  # no weights: the server answers
+            return served_table(self._served, loader, side, self.teacher_format, self._tokenizer(), label)
+        models = [m.to(self.device) for m in self._load_teachers()]  # held only for this pass
         return same_vocabulary_topk(
-            teacher, loader, side, self.teacher_topk, chunk_size=self.chunk_size, vocab_limit=self.vocab_limit,
-            device=self.device, label=label,
+            models, loader, side, self.teacher_format, weights=self.teachers.weights, chunk_size=self.chunk_size,
+            vocab_limit=self.vocab_limit, device=self.device, label=label,
         )  # fmt: skip
+
+    def _tokenizer(self):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "tokenizer", None) or load_tokenizer(self.policy_spec)
 
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
@@ -259,13 +300,12 @@ class DistillModule(PolicyModule):
         inputs = {"student_logits": student.float(), "mask": mask, "labels": labels}
         if batch.get("rollout"):
             inputs |= {"sample_logps": batch.get("sample_logps"), "sample_mix": self.on_policy.teacher_mix}
-        if (self.cross or self.teacher_cache is not None) and not batch.get("rollout"):
+        if (self.cross or self.teacher_cache is not None or self._served) and not batch.get("rollout"):
             inputs |= self._teacher_table(self.current_split(), side).batch(batch["index"].cpu(), mask)
+        elif self._served is not None:  # a rollout: ask the server now
+            inputs |= served_inputs(self._served, batch, side, self.teacher_format, self._tokenizer(), mask)
         else:
-            with torch.no_grad():
-                inputs["teacher_logits"] = next_token_logits(self.teacher, batch, side)[
-                    ..., : self.vocab_limit
-                ].float()
+            inputs["teacher_logits"] = self.teachers.logits(self._live_teachers(), batch, side, self.vocab_limit)
         return TokenInputs(**inputs)
 
     def on_train_start(self) -> None:
