@@ -27,6 +27,7 @@ model's ``config.json`` when it is on this machine (counted on the meta device),
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -314,7 +315,9 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
     if "reference" in loss.needs and reference is not None:
         run.models.append(("reference", reference, "module.reference.name_or_path"))
     if teacher is not None:
-        run.models.append(("teacher", teacher, "teacher.name_or_path"))
+        local, problems = _teachers(teacher)
+        run.models += [("teacher", spec, "teacher.name_or_path") for spec in local]
+        run.problems += problems
     elif "teacher" in loss.needs or (pipeline and pipeline.get("needs_teacher", True)):
         run.problems.append(
             f"teacher: method {loss.name!r} needs one. Fix: teacher=<model config>, e.g. teacher=tiny"
@@ -326,6 +329,20 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
     if config.get("eval"):
         _eval_needs(run, config["eval"], places)
     return run
+
+
+def _teachers(teacher) -> tuple[list[ModelSpec], list[str]]:
+    """The local teacher models (one, or a mixture's) and the problems of a served one (one try to reach it)."""
+    from prefdistill.models.served import ServedTeacher, ServedTeacherError
+
+    teachers = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    problems = []
+    for served in (t for t in teachers if isinstance(t, ServedTeacher)):
+        try:
+            dataclasses.replace(served, max_retries=0).model_name()
+        except ServedTeacherError as err:
+            problems.append(f"teacher: {err}")
+    return [t for t in teachers if isinstance(t, ModelSpec)], problems
 
 
 def _pipeline_needs(run, pipeline: dict, policy, teacher, sizes, places) -> None:
@@ -360,13 +377,9 @@ def _training_needs(run, config: dict, loss, policy, teacher, reference, sizes) 
     if "reference" in loss.needs and not policy.lora and not module.get("reference_cache"):
         ref = reference or policy
         frozen.append(("reference", ref, sizes.get(id(ref)) or sizes[id(policy)]))
-    if (
-        loss.kind == "token"
-        and teacher is not None
-        and not module.get("teacher_cache")
-        and sizes.get(id(teacher))
-    ):
-        frozen.append(("teacher", teacher, sizes[id(teacher)]))
+    if loss.kind == "token" and teacher is not None and not module.get("teacher_cache"):
+        local = teacher if isinstance(teacher, (list, tuple)) else [teacher]  # a served one holds no weights
+        frozen += [("teacher", t, sizes[id(t)]) for t in local if sizes.get(id(t))]
     optimizer = str((module.get("optimizer") or {}).get("name", "adamw"))
     trainee = Trainee(
         policy, sizes[id(policy)], optimizer, tuple(frozen), not module.get("optimizer_in_backward")

@@ -25,7 +25,7 @@ from prefdistill.convert import save_final_policy
 from prefdistill.eval.cost import record_stage_costs, run_cost
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
-from prefdistill.models import load_tokenizer, record_run_spec
+from prefdistill.models import ModelSpec, load_tokenizer, record_run_spec
 from prefdistill.pipeline.run import data_overrides, run_pipeline
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
@@ -38,6 +38,7 @@ from prefdistill.utils.run import (
     register_resolvers,
     resolve_ckpt_path,
     task_wrapper,
+    teacher_nodes,
 )
 
 log = logging.getLogger("prefdistill.train")
@@ -52,7 +53,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
 
     policy_spec = instantiate(cfg.model)
-    teacher_spec = instantiate(cfg.teacher) if cfg.get("teacher") else None
+    teacher_node = teacher_nodes(cfg)  # several with teacher=[a,b]: a weighted mixture (module.teacher_weights)
+    teacher_spec = [instantiate(n) for n in teacher_node] if isinstance(teacher_node, list) else instantiate(teacher_node)
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
     plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)  # resolves, fits
@@ -76,6 +78,8 @@ def _train(
 ) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    if cfg.get("pipeline") and not isinstance(teacher_spec, (ModelSpec, type(None))):
+        raise ValueError("pipeline stages run one local teacher model; not a served teacher or a mixture")
     if cfg.get("pipeline"):  # stages before training (PLaD pairs, PAD lists, an SFT): cached
         source = PromptSource.of_split(data, "train", data.get("max_samples"))
         prepare = instantiate(cfg.pipeline.prepare)
@@ -100,7 +104,7 @@ def _train(
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
     before = validated(trainer, module, datamodule, cfg.validate_before_fit)
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
-        if spec is not None and trainer.is_global_zero:
+        if isinstance(spec, ModelSpec) and trainer.is_global_zero:  # a server or a mixture is in the config
             record_run_spec(spec, out_dir, role)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them

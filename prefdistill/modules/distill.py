@@ -102,6 +102,8 @@ class DistillModule(PolicyModule):
             raise ValueError(
                 f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
             )
+        if teacher is None and teacher_weights is not None:
+            raise ValueError("module.teacher_weights mixes several teachers, but no teacher is set")
         if "teacher" in needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
         if "policy_samples" in needs and (on_policy is None or on_policy.fraction < 1.0):
@@ -109,8 +111,6 @@ class DistillModule(PolicyModule):
                 f"loss {self.loss.name!r} trains on responses sampled from the policy: set "
                 "on_policy.fraction=1 (method=minillm does)"
             )
-        if teacher is None and teacher_weights is not None:
-            raise ValueError("module.teacher_weights mixes several teachers, but no teacher is set")
         teachers = None if teacher is None else Teachers(teacher, teacher_weights)
         sampling = on_policy is not None and on_policy.fraction > 0
         if sampling and (teacher_cache is not None or {"cross_tokenizer", "rejected"} & needs):

@@ -54,8 +54,8 @@ class Teachers:
             raise ValueError("teacher: a served teacher cannot be mixed with others (a server gives only its top-k)")
         self.weights = self._checked(weights)
         if self.mixture:
-            names = [s.name_or_path for s in self.specs]
-            log.info("teacher: mixture of %d teachers, weights %s", len(names), dict(zip(names, self.weights)))
+            shown = ", ".join(f"{s.name_or_path} {w:g}" for s, w in zip(self.specs, self.weights))
+            log.info("teacher: mixture of %d teachers, weights [%s]", len(self.specs), shown)
 
     def _checked(self, weights) -> list[float] | None:
         n = len(self.specs)
@@ -119,6 +119,8 @@ def teacher_format(loss, support: str, k: int, teachers: Teachers | None, cache,
     if support not in loss.teacher_formats:
         raise ValueError(f"loss {loss.name!r} reads teacher formats {sorted(loss.teacher_formats)}, "
                          f"not module.teacher_support={support!r}")  # fmt: skip
+    if served and support == "sampled":
+        raise ValueError("module.teacher_support=sampled draws from the full distribution; a served teacher gives its top-k")
     several = teachers is not None and (teachers.mixture or served)
     if several and "cross_tokenizer" in loss.needs:
         raise ValueError(f"loss {loss.name!r} aligns one local teacher of another tokenizer; a mixture or a served "
