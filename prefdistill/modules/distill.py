@@ -50,6 +50,7 @@ from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.models.served import ServedTeacher
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
+from prefdistill.modules.response_rows import response_index, response_logits
 from prefdistill.modules.teachers import Teachers, served_inputs, served_table, teacher_format
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
@@ -208,7 +209,8 @@ class DistillModule(PolicyModule):
         key = teacher_cache_key(
             dm.datasets[split], self.teachers.identity(), self.teacher_topk, side, storage=self.teacher_format.key()
         )
-        label = f"teacher {self.teacher_format.name}-{self.teacher_topk} [{split}, {side}]"
+        fmt = self.teacher_format
+        label = f"teacher {f'top-{fmt.k}' if fmt.name == 'topk' else f'{fmt.name} k={fmt.k}'} [{split}, {side}]"
         return key, lambda: self._compute_teacher_topk(dm.loader(split), label, side), label
 
     def _cross_entry(self, split: str):
@@ -295,17 +297,19 @@ class DistillModule(PolicyModule):
     def _side_inputs(self, batch: dict, side: str) -> TokenInputs:
         """The loss's tensors for one response side of the batch (student logits, teacher, mask, labels)."""
         labels = batch[f"{side}_labels"][:, 1:]  # (B, T-1): position t predicts token t+1
-        mask = labels != -100
-        student = next_token_logits(self.policy, batch, side)[..., : self.vocab_limit]
-        inputs = {"student_logits": student.float(), "mask": mask, "labels": labels}
+        index, mask = response_index(labels != -100)  # (B, R): the response positions only, left-aligned
+        student = response_logits(self.policy, batch, side, index, self.vocab_limit)
+        inputs = {"student_logits": student, "mask": mask, "labels": labels.gather(1, index)}
         if batch.get("rollout"):
-            inputs |= {"sample_logps": batch.get("sample_logps"), "sample_mix": self.on_policy.teacher_mix}
+            sampled = batch.get("sample_logps")
+            inputs |= {"sample_logps": None if sampled is None else sampled.gather(1, index),
+                       "sample_mix": self.on_policy.teacher_mix}  # fmt: skip
         if (self.cross or self.teacher_cache is not None or self._served) and not batch.get("rollout"):
             inputs |= self._teacher_table(self.current_split(), side).batch(batch["index"].cpu(), mask)
         elif self._served is not None:  # a rollout: ask the server now
             inputs |= served_inputs(self._served, batch, side, self.teacher_format, self._tokenizer(), mask)
         else:
-            inputs["teacher_logits"] = self.teachers.logits(self._live_teachers(), batch, side, self.vocab_limit)
+            inputs["teacher_logits"] = self.teachers.logits(self._live_teachers(), batch, side, index, self.vocab_limit)
         return TokenInputs(**inputs)
 
     def on_train_start(self) -> None:

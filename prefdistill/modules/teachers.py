@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from prefdistill.models import ModelSpec, load_model
 from prefdistill.models.served import ServedTeacher
+from prefdistill.modules.response_rows import response_logits
 from prefdistill.modules.teacher_cache import TeacherTable, table_of
 from prefdistill.modules.teacher_formats import FORMATS, TeacherFormat
 
@@ -90,15 +91,11 @@ class Teachers:
             raise RuntimeError("a served teacher holds no weights")
         return [load_model(spec, trainable=False) for spec in self.specs]
 
-    def logits(self, models: list[torch.nn.Module], batch: dict, side: str, vocab_limit: int | None) -> torch.Tensor:
-        """(B, T-1, V) float32 teacher logits of one side of ``batch`` (a mixture: its log-probs), no grad."""
+    def logits(self, models: list, batch: dict, side: str, index: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
+        """(B, R, V) float32 teacher logits at the response positions ``index`` of one side of ``batch``
+        (``response_rows.py``; a mixture: its log-probs), no grad."""
         with torch.no_grad():
-            out = [
-                m(input_ids=batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]).logits[
-                    :, :-1, :vocab_limit
-                ].float()
-                for m in models
-            ]
+            out = [response_logits(m, batch, side, index, vocab_limit) for m in models]
             if len(out) == 1:
                 return out[0]
             log_w = torch.tensor(self.weights, device=out[0].device).log()

@@ -17,6 +17,7 @@ from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
 from prefdistill.modules import build_module
 from prefdistill.modules.distill import next_token_logits
+from prefdistill.modules.response_rows import gather_rows, response_index
 from prefdistill.modules.teacher_cache import TeacherCache, same_vocabulary_topk
 from prefdistill.modules.teacher_formats import TeacherFormat, bytes_per_token
 from prefdistill.modules.teachers import Teachers
@@ -66,12 +67,14 @@ def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
     assert "mixture of 2 teachers, weights [tiny 0.3, tiny 0.7]" in caplog.text
     assert module.teacher is None and len(module.teacher_models) == 2
     inputs = module._side_inputs(batch, "chosen")
-    mixed = _hand_mixed(batch)
+    index, mask = response_index(batch["chosen_labels"][:, 1:] != -100)  # the response positions, left-aligned
+    assert torch.equal(inputs.mask, mask)
+    mixed = gather_rows(_hand_mixed(batch), index)
     torch.testing.assert_close(torch.log_softmax(inputs.teacher_logits, -1), mixed, atol=1e-5, rtol=1e-5)
     loss = get_loss("kd_fkl")
     kw = {"student_logits": inputs.student_logits, "mask": inputs.mask}
     torch.testing.assert_close(loss(inputs).loss, loss(teacher_logits=mixed, **kw).loss)
-    alone = loss(teacher_logits=next_token_logits(module.teacher_models[0], batch), **kw).loss
+    alone = loss(teacher_logits=gather_rows(next_token_logits(module.teacher_models[0], batch), index), **kw).loss
     assert not torch.allclose(alone, loss(inputs).loss)
 
 
