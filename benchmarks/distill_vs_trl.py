@@ -61,7 +61,9 @@ def _spec(name: str, *, teacher: bool, checkpointing: bool = False):
     node = OmegaConf.load(ROOT / "configs" / "model" / f"{name}.yaml")
     spec = instantiate(node)
     seed = spec.seed + 1 if teacher and spec.random_init is not None else spec.seed  # as the teacher group
-    return dataclasses.replace(spec, lora=None, dtype="float32", gradient_checkpointing=checkpointing, seed=seed)
+    return dataclasses.replace(
+        spec, lora=None, dtype="float32", gradient_checkpointing=checkpointing, seed=seed
+    )
 
 
 def _models(cfg: dict, checkpointing: bool = False):
@@ -277,7 +279,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 3; --quick 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--batch", type=int, default=4, help="rows per optimizer step (both sides)")
-    ap.add_argument("--new-tokens", type=int, default=32, help="on-policy: new tokens per rollout (demo answers: < 20)")
+    ap.add_argument(
+        "--new-tokens", type=int, default=32, help="on-policy: new tokens per rollout (demo answers: < 20)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--configs", default=",".join(CONFIGS))
@@ -310,7 +314,12 @@ def main(argv=None) -> None:
                 results.append(r)
         everything += results
         summaries[mode] = s = summarize(results)
-        print(f"== {mode}: " + ", ".join(f"{k} {v:.1f} tok/s {s['peak_rss_gb'][k]:.2f} GB" for k, v in s["tokens_per_s"].items()))
+        print(
+            f"== {mode}: "
+            + ", ".join(
+                f"{k} {v:.1f} tok/s {s['peak_rss_gb'][k]:.2f} GB" for k, v in s["tokens_per_s"].items()
+            )
+        )
     if args.json:
         args.json.write_text(json.dumps({"results": everything, "summaries": summaries}, indent=1))
     print(f"total {time.time() - started:.0f} s")

@@ -101,7 +101,9 @@ def measure(lp, sz, targets, fmt, repeats: int, chunk: int = 128) -> dict:
         mean_grad, sums = torch.zeros_like(full_grad), []
         for r in range(repeats if fmt.name == "sampled" else 1):
             fields = dataclasses.replace(fmt, seed=r).rows(lp[rows], targets[rows], examples[rows])
-            fields = fmt.finish({"index": examples[rows], "offsets": torch.arange(len(examples[rows]) + 1), **fields})
+            fields = fmt.finish(
+                {"index": examples[rows], "offsets": torch.arange(len(examples[rows]) + 1), **fields}
+            )
             stored += bytes_per_token(fields) * len(examples[rows]) if r == 0 else 0
             value, grad = estimate(sz[rows], _inputs(fields))
             sums.append(value)
@@ -123,7 +125,9 @@ def main(argv=None) -> None:
     ap.add_argument("--rows", type=int, default=None, help="held-out rows (default 64; --quick 8)")
     ap.add_argument("--topk", default="12,64", help="k of the top-k formats (comma list)")
     ap.add_argument("--draws", default="12,64", help="draws of the sampled format (comma list)")
-    ap.add_argument("--repeats", type=int, default=None, help="independent sampled tables (default 20; --quick 4)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="independent sampled tables (default 20; --quick 4)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -135,7 +139,9 @@ def main(argv=None) -> None:
     repeats = args.repeats or (4 if args.quick else 20)
     formats = [TeacherFormat(name, int(k)) for k in args.topk.split(",") for name in ("topk", "topk_tail")]
     formats += [TeacherFormat("sampled", int(k)) for k in args.draws.split(",")]
-    print(f"{'format':>16} {'bytes/token':>11} {'estimate':>9} {'bias':>9} {'rel. bias':>9} {'grad rel. err':>13}")
+    print(
+        f"{'format':>16} {'bytes/token':>11} {'estimate':>9} {'bias':>9} {'rel. bias':>9} {'grad rel. err':>13}"
+    )
     line = {}
     for fmt in formats:
         m = measure(lp, sz, targets, fmt, repeats)

@@ -53,8 +53,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
 
     policy_spec = instantiate(cfg.model)
-    teacher_node = teacher_nodes(cfg)  # several with teacher=[a,b]: a weighted mixture (module.teacher_weights)
-    teacher_spec = [instantiate(n) for n in teacher_node] if isinstance(teacher_node, list) else instantiate(teacher_node)
+    teacher = teacher_nodes(cfg)  # several (teacher=[a,b]): a weighted mixture, module.teacher_weights
+    teacher_spec = [instantiate(n) for n in teacher] if isinstance(teacher, list) else instantiate(teacher)
     loss = instantiate(cfg.method)
     log.info("loss: %s", loss)
     plan = check(OmegaConf.to_container(cfg, resolve=True), policy_spec, teacher_spec, loss)  # resolves, fits
@@ -86,7 +86,7 @@ def _train(
         needs_teacher = cfg.pipeline.get("needs_teacher", True)
         prepared = run_pipeline(
             prepare, policy_spec, teacher_spec, source, cache_dir=cfg.paths.cache_dir, needs_teacher=needs_teacher
-        )
+        )  # fmt: skip
         if trainer.is_global_zero:
             record_stage_costs(prepared.stages, out_dir)
         policy_spec, teacher_spec = prepared.student, prepared.teacher

@@ -170,7 +170,9 @@ def token_kd(
     def per_example(tok: torch.Tensor) -> torch.Tensor:
         return tok.new_zeros(mask.shape[0]).index_add(0, rows, tok) / count
 
-    kd = temperature**2 * per_example(_token_divergence(divergence, x, mask, student_rows, temperature, div_kw))
+    kd = temperature**2 * per_example(
+        _token_divergence(divergence, x, mask, student_rows, temperature, div_kw)
+    )
     metrics = {"kd/divergence": kd.detach()}
     loss = kd_ratio * kd
     if x.labels is not None:
@@ -190,6 +192,7 @@ _POINTWISE_OF = {_fkl: ("forward_kl", {}), _skl: ("skew_kl", {"alpha": "alpha"})
 
 # ---------------------------------------------------------------- registered losses: one table
 _KD = {"temperature": 1.0, "kd_ratio": 1.0}
+# fmt: off
 _FAMILY = [  # name, divergence D(p, q), its own hyper-parameters, summary, source
     ("kd_fkl", _fkl, {}, "Forward KL(p_T ‖ q_S), token mean per example",
      "Hinton et al. 2015; DistiLLM/MiniLLM forward_kl"),
@@ -204,6 +207,7 @@ _FAMILY = [  # name, divergence D(p, q), its own hyper-parameters, summary, sour
     ("kd_srkl", _srkl, {"alpha": 0.1}, "Skew reverse KL(q_S ‖ (1−α)p_T + αq_S), token mean per example",
      "DistiLLM (Ko et al., ICML 2024) distillm/losses.py"),
 ]
+# fmt: on
 
 
 def _check_unit_interval(hp: dict) -> None:

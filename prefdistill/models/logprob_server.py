@@ -137,7 +137,9 @@ def main(argv=None) -> None:
     from prefdistill.utils.run import config_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2_135m", help="a configs/model/<name>.yaml (loaded as a teacher)")
+    ap.add_argument(
+        "--model", default="smollm2_135m", help="a configs/model/<name>.yaml (loaded as a teacher)"
+    )
     ap.add_argument("--name", default=None, help="the served model name (default: the config's name_or_path)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)

@@ -96,7 +96,9 @@ class ServedTeacher:
             except urllib.error.HTTPError as err:
                 body = err.read().decode(errors="replace")[:500]
                 if err.code not in _RETRIED_STATUS:
-                    raise ServedTeacherError(f"teacher server {self.url}{path} answered HTTP {err.code}: {body}") from err
+                    raise ServedTeacherError(
+                        f"teacher server {self.url}{path} answered HTTP {err.code}: {body}"
+                    ) from err
                 last = f"HTTP {err.code}: {body}"
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as err:
                 last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
@@ -113,9 +115,13 @@ class ServedTeacher:
         if getattr(self, "_model_name", None) is None:
             served = [m["id"] for m in self._request("/models").get("data", [])]
             if self.model is None and len(served) != 1:
-                raise ServedTeacherError(f"teacher server {self.url} serves {served}: set teacher.model to one")
+                raise ServedTeacherError(
+                    f"teacher server {self.url} serves {served}: set teacher.model to one"
+                )
             if self.model is not None and self.model not in served:
-                raise ServedTeacherError(f"teacher server {self.url} does not serve {self.model!r}; it serves {served}")
+                raise ServedTeacherError(
+                    f"teacher server {self.url} does not serve {self.model!r}; it serves {served}"
+                )
             self._model_name = self.model or served[0]
         return self._model_name
 
@@ -126,7 +132,9 @@ class ServedTeacher:
             chunk = sequences[start : start + self.batch_size]
             payload = {"model": self.model_name(), "prompt": chunk, "max_tokens": 1, "temperature": 0.0,
                        "prompt_logprobs": k, "add_special_tokens": False}  # fmt: skip
-            choices = sorted(self._request("/completions", payload).get("choices", []), key=lambda c: c["index"])
+            choices = sorted(
+                self._request("/completions", payload).get("choices", []), key=lambda c: c["index"]
+            )
             if len(choices) != len(chunk) or any(c.get("prompt_logprobs") is None for c in choices):
                 raise ServedTeacherError(
                     f"teacher server {self.url} returned {len(choices)} choices with prompt_logprobs for {len(chunk)} "
@@ -150,7 +158,11 @@ class ServedTeacher:
         self.check_vocabulary(sequences, answers, tokenizer)
         out = []
         for seq, answer in zip(sequences, answers):
-            values, ids, own = torch.zeros(len(seq) - 1, k), torch.zeros(len(seq) - 1, k, dtype=torch.long), []
+            values, ids, own = (
+                torch.zeros(len(seq) - 1, k),
+                torch.zeros(len(seq) - 1, k, dtype=torch.long),
+                [],
+            )
             for j in range(1, len(seq)):
                 entries = {int(t): e for t, e in answer[j].items()}
                 ranked = sorted(entries.items(), key=lambda kv: (kv[1].get("rank") or 0, -kv[1]["logprob"]))
@@ -163,12 +175,16 @@ class ServedTeacher:
                 values[j - 1] = torch.tensor([e["logprob"] for _, e in top])
                 ids[j - 1] = torch.tensor([t for t, _ in top])
                 if seq[j] not in entries:
-                    raise ServedTeacherError(f"teacher server {self.url}: no log-prob of prompt token {j} ({seq[j]})")
+                    raise ServedTeacherError(
+                        f"teacher server {self.url}: no log-prob of prompt token {j} ({seq[j]})"
+                    )
                 own.append(entries[seq[j]]["logprob"])
             out.append((values, ids, torch.tensor(own, dtype=torch.float32)))
         return out
 
-    def check_vocabulary(self, sequences: list[list[int]], answers: list[list[dict | None]], tokenizer) -> None:
+    def check_vocabulary(
+        self, sequences: list[list[int]], answers: list[list[dict | None]], tokenizer
+    ) -> None:
         """The server's text of each prompt token (``decoded_token``) must be ``tokenizer``'s for that id (decoded
         alone, or its raw piece): a different vocabulary is refused, naming the first mismatches."""
         checked, bad = 0, []
@@ -181,7 +197,11 @@ class ServedTeacher:
                 if "\ufffd" in ours:  # part of a multi-byte character: its text alone is undefined
                     continue
                 checked += 1
-                if text not in (ours, " " + ours, tokenizer.convert_ids_to_tokens(seq[j])):  # vLLM versions differ
+                if text not in (
+                    ours,
+                    " " + ours,
+                    tokenizer.convert_ids_to_tokens(seq[j]),
+                ):  # vLLM versions differ
                     bad.append((seq[j], text, ours))
         if bad and len(bad) > MISMATCH_LIMIT * checked:
             shown = "; ".join(f"id {i}: server {s!r}, ours {o!r}" for i, s, o in bad[:3])

@@ -51,7 +51,6 @@ from prefdistill.models.served import ServedTeacher
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
 from prefdistill.modules.response_rows import response_index, response_logits
-from prefdistill.modules.teachers import Teachers, served_inputs, served_table, teacher_format
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
     TeacherCache,
@@ -60,6 +59,7 @@ from prefdistill.modules.teacher_cache import (
     same_vocabulary_topk,
     teacher_cache_key,
 )
+from prefdistill.modules.teachers import Teachers, served_inputs, served_table, teacher_format
 from prefdistill.utils.cache import computed_by_ranks, content_hash
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,9 @@ class DistillModule(PolicyModule):
         teacher_topk = 64 if teacher_topk == "auto" else teacher_topk
         if teacher_topk < 1:
             raise ValueError(f"teacher_topk must be >= 1, got {teacher_topk}")
-        self.teacher_format = teacher_format(self.loss, teacher_support, teacher_topk, teachers, teacher_cache, on_policy)
+        self.teacher_format = teacher_format(
+            self.loss, teacher_support, teacher_topk, teachers, teacher_cache, on_policy
+        )
         self.cross = "cross_tokenizer" in needs
         if self.cross and teacher_cache is None:  # the aligned table always exists; on disk when possible
             teacher_cache = self.auto_cache("auto", "teacher_topk")
@@ -167,12 +169,16 @@ class DistillModule(PolicyModule):
         """Every local teacher, frozen, each checked against the student's vocabulary (a mixture: one output size)."""
         models = self.teachers.load()
         if len({vocab_size(m) for m in models}) != 1:
-            raise ValueError(f"teacher mixture: output sizes {[vocab_size(m) for m in models]} differ; one vocabulary")
+            raise ValueError(
+                f"teacher mixture: output sizes {[vocab_size(m) for m in models]} differ; one vocabulary"
+            )
         if not self.cross:
             limits = {self._shared_vocabulary(vocab_size(self.policy), vocab_size(m), s)
                       for m, s in zip(models, self.teachers.specs)}  # fmt: skip
             if len(limits) > 1:
-                raise ValueError(f"teacher mixture: the teachers share {sorted(limits, key=str)} ids with the student")
+                raise ValueError(
+                    f"teacher mixture: the teachers share {sorted(limits, key=str)} ids with the student"
+                )
             self.vocab_limit = limits.pop()
         return [m.to(self.device) if self._device_known() else m for m in models]
 
@@ -207,10 +213,16 @@ class DistillModule(PolicyModule):
     def _topk_entry(self, split: str, side: str):
         dm = self.trainer.datamodule
         key = teacher_cache_key(
-            dm.datasets[split], self.teachers.identity(), self.teacher_topk, side, storage=self.teacher_format.key()
+            dm.datasets[split],
+            self.teachers.identity(),
+            self.teacher_topk,
+            side,
+            storage=self.teacher_format.key(),
         )
         fmt = self.teacher_format
-        label = f"teacher {f'top-{fmt.k}' if fmt.name == 'topk' else f'{fmt.name} k={fmt.k}'} [{split}, {side}]"
+        label = (
+            f"teacher {f'top-{fmt.k}' if fmt.name == 'topk' else f'{fmt.name} k={fmt.k}'} [{split}, {side}]"
+        )
         return key, lambda: self._compute_teacher_topk(dm.loader(split), label, side), label
 
     def _cross_entry(self, split: str):
@@ -309,7 +321,9 @@ class DistillModule(PolicyModule):
         elif self._served is not None:  # a rollout: ask the server now
             inputs |= served_inputs(self._served, batch, side, self.teacher_format, self._tokenizer(), mask)
         else:
-            inputs["teacher_logits"] = self.teachers.logits(self._live_teachers(), batch, side, index, self.vocab_limit)
+            inputs["teacher_logits"] = self.teachers.logits(
+                self._live_teachers(), batch, side, index, self.vocab_limit
+            )
         return TokenInputs(**inputs)
 
     def on_train_start(self) -> None:

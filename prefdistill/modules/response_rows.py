@@ -31,12 +31,16 @@ def gather_rows(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t.gather(1, index.reshape(*index.shape, *([1] * (t.dim() - 2))).expand(shape))
 
 
-def response_logits(model, batch: dict, side: str, index: torch.Tensor, vocab_limit: int | None = None) -> torch.Tensor:
+def response_logits(
+    model, batch: dict, side: str, index: torch.Tensor, vocab_limit: int | None = None
+) -> torch.Tensor:
     """(B, R, V) float32 logits at the positions ``index`` of one side's next-token predictions."""
     ids, attention = batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"]
     parts = backbone_hidden(model, ids, attention)
     if parts is None:
-        return gather_rows(model(input_ids=ids, attention_mask=attention).logits[:, :-1, :vocab_limit], index).float()
+        return gather_rows(
+            model(input_ids=ids, attention_mask=attention).logits[:, :-1, :vocab_limit], index
+        ).float()
     hidden, head, softcap = parts
     logits = head(gather_rows(hidden[:, :-1], index)).float()[..., :vocab_limit]
     return torch.tanh(logits / softcap) * softcap if softcap else logits

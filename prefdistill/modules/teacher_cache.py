@@ -14,8 +14,11 @@ Key = sha256 over the tokenized examples of the split (token ids and rows: cover
 split, tokenizer, chat template, max lengths), the teacher ``ModelSpec.identity()``, ``k`` and the
 response side (``chosen`` / ``rejected``); written atomically and checked on read like the reference
 cache (``prefdistill/utils/cache.py``). File: ``index`` (N,) rows, ``offsets`` (N+1,) into the flat ``logps``
-(M, k) float32, ``ids`` (M, k) int32 and ``label_logps`` (M,) (the teacher's log-prob of the
-response token itself), M = total response tokens, positions in order.
+(M, k) float16, ``ids`` (M, k) int32 and ``label_logps`` (M,) (the teacher's log-prob of the
+response token itself), M = total response tokens, positions in order. Other formats
+(``teacher_formats.py``) add ``tail_logps`` (M,) (the mass outside the top-k) or ``weights`` (M, k) (sampled
+tokens); the format is part of the key. The teacher may be a weighted list of models (a mixture, mixed from
+their full distributions before the top-k is taken) or a server (``teachers.py``).
 
 **Another tokenizer** (:func:`cross_tokenizer_topk`, losses that need ``cross_tokenizer``): the
 teacher reads its own tokenization of the same prompt and response text, and the alignment of
@@ -117,7 +120,9 @@ def teacher_rows(
         mixed = logps[0] if len(logps) == 1 else torch.logsumexp(torch.stack(logps) + log_w[:, None, None], 0)
         out.append(fmt.rows(mixed, targets[chunk], None if owners is None else owners[chunk]))
     if not out:
-        empty = fmt.rows(torch.zeros(1, vocab), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+        empty = fmt.rows(
+            torch.zeros(1, vocab), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+        )
         return {k: v[:0] for k, v in empty.items()}
     return {k: torch.cat([o[k] for o in out]) for k in out[0]}
 

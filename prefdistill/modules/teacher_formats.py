@@ -77,7 +77,9 @@ class TeacherFormat:
         out = {"label_logps": logps.gather(-1, targets[:, None].long()).squeeze(-1).to(self.dtype)}
         if self.name == "sampled":
             if examples is None:
-                raise ValueError("sampled teacher format: the dataset row of every position is needed (seeds)")
+                raise ValueError(
+                    "sampled teacher format: the dataset row of every position is needed (seeds)"
+                )
             ids, weights = self._draw(logps, examples)
             return out | {"ids": ids.int(), "weights": weights.to(self.dtype),
                           "logps": torch.where(weights > 0, logps.gather(-1, ids), 0.0).to(self.dtype)}  # fmt: skip

@@ -49,10 +49,14 @@ class Teachers:
             raise ValueError("teacher: an empty list of teachers")
         for spec in self.specs:
             if not isinstance(spec, (ModelSpec, ServedTeacher)):
-                raise TypeError(f"teacher: a ModelSpec or a ServedTeacher per teacher, got {type(spec).__name__}")
+                raise TypeError(
+                    f"teacher: a ModelSpec or a ServedTeacher per teacher, got {type(spec).__name__}"
+                )
         self.served = self.specs[0] if isinstance(self.specs[0], ServedTeacher) else None
         if len(self.specs) > 1 and any(isinstance(s, ServedTeacher) for s in self.specs):
-            raise ValueError("teacher: a served teacher cannot be mixed with others (a server gives only its top-k)")
+            raise ValueError(
+                "teacher: a served teacher cannot be mixed with others (a server gives only its top-k)"
+            )
         self.weights = self._checked(weights)
         if self.mixture:
             shown = ", ".join(f"{s.name_or_path} {w:g}" for s, w in zip(self.specs, self.weights))
@@ -70,7 +74,9 @@ class Teachers:
         if abs(sum(weights) - 1.0) > 1e-6:
             raise ValueError(f"module.teacher_weights must sum to 1, got {weights} (sum {sum(weights):.6g})")
         if n == 1:
-            raise ValueError("module.teacher_weights is for several teachers (teacher=[a,b]); one teacher was given")
+            raise ValueError(
+                "module.teacher_weights is for several teachers (teacher=[a,b]); one teacher was given"
+            )
         return weights
 
     @property
@@ -91,7 +97,9 @@ class Teachers:
             raise RuntimeError("a served teacher holds no weights")
         return [load_model(spec, trainable=False) for spec in self.specs]
 
-    def logits(self, models: list, batch: dict, side: str, index: torch.Tensor, vocab_limit: int | None) -> torch.Tensor:
+    def logits(
+        self, models: list, batch: dict, side: str, index: torch.Tensor, vocab_limit: int | None
+    ) -> torch.Tensor:
         """(B, R, V) float32 teacher logits at the response positions ``index`` of one side of ``batch``
         (``response_rows.py``; a mixture: its log-probs), no grad."""
         with torch.no_grad():
@@ -99,7 +107,9 @@ class Teachers:
             if len(out) == 1:
                 return out[0]
             log_w = torch.tensor(self.weights, device=out[0].device).log()
-            return torch.logsumexp(torch.stack([torch.log_softmax(o, -1) for o in out]) + log_w[:, None, None, None], 0)
+            return torch.logsumexp(
+                torch.stack([torch.log_softmax(o, -1) for o in out]) + log_w[:, None, None, None], 0
+            )
 
 
 def teacher_format(loss, support: str, k: int, teachers: Teachers | None, cache, on_policy) -> TeacherFormat:
@@ -117,13 +127,17 @@ def teacher_format(loss, support: str, k: int, teachers: Teachers | None, cache,
         raise ValueError(f"loss {loss.name!r} reads teacher formats {sorted(loss.teacher_formats)}, "
                          f"not module.teacher_support={support!r}")  # fmt: skip
     if served and support == "sampled":
-        raise ValueError("module.teacher_support=sampled draws from the full distribution; a served teacher gives its top-k")
+        raise ValueError(
+            "module.teacher_support=sampled draws from the full distribution; a served teacher gives its top-k"
+        )
     several = teachers is not None and (teachers.mixture or served)
     if several and "cross_tokenizer" in loss.needs:
         raise ValueError(f"loss {loss.name!r} aligns one local teacher of another tokenizer; a mixture or a served "
                          "teacher must share the student's vocabulary")  # fmt: skip
     if several and on_policy is not None and on_policy.teacher_mix > 0:
-        raise ValueError("on_policy.teacher_mix samples from one local teacher, not from a mixture or a server")
+        raise ValueError(
+            "on_policy.teacher_mix samples from one local teacher, not from a mixture or a server"
+        )
     return TeacherFormat(support, k)
 
 
@@ -131,7 +145,9 @@ def teacher_format(loss, support: str, k: int, teachers: Teachers | None, cache,
 def served_fields(teacher: ServedTeacher, batch: dict, side: str, fmt: TeacherFormat, tokenizer) -> tuple:
     """``(counts (B,), fields)`` of one batch: the stored fields (``fmt``) at every response position."""
     if fmt.name == "sampled":
-        raise ValueError("teacher_support=sampled draws from the full distribution; a served teacher gives its top-k")
+        raise ValueError(
+            "teacher_support=sampled draws from the full distribution; a served teacher gives its top-k"
+        )
     labels = batch[f"{side}_labels"][:, 1:].cpu()
     rows = labels != -100  # position t predicts token t + 1
     lengths = batch[f"{side}_attention_mask"].sum(-1).tolist()
@@ -153,7 +169,9 @@ def served_fields(teacher: ServedTeacher, batch: dict, side: str, fmt: TeacherFo
     return rows.sum(-1), fields
 
 
-def served_table(teacher: ServedTeacher, loader, side: str, fmt: TeacherFormat, tokenizer, label: str = "") -> dict:
+def served_table(
+    teacher: ServedTeacher, loader, side: str, fmt: TeacherFormat, tokenizer, label: str = ""
+) -> dict:
     """The stored fields (``fmt.fields``) of every example of ``loader``, asked of the server."""
     index, counts, parts = [], [], []
     for batch in tqdm(loader, desc=label, leave=False):
@@ -164,7 +182,9 @@ def served_table(teacher: ServedTeacher, loader, side: str, fmt: TeacherFormat, 
     return table_of(index, counts, parts, fmt)
 
 
-def served_inputs(teacher: ServedTeacher, batch: dict, side: str, fmt: TeacherFormat, tokenizer, mask) -> dict:
+def served_inputs(
+    teacher: ServedTeacher, batch: dict, side: str, fmt: TeacherFormat, tokenizer, mask
+) -> dict:
     """The ``TokenInputs`` teacher tensors of one batch (e.g. an on-policy rollout), asked of the server now."""
     count, fields = served_fields(teacher, batch, side, fmt, tokenizer)
     table = TeacherTable({"index": batch["index"].cpu(), "offsets": F.pad(count.cumsum(0), (1, 0)), **fields})

@@ -26,7 +26,9 @@ FULL, TOPK, TAIL = 0.2441744, 0.0315839, 0.2180120
 def _call(loss: str, student: torch.Tensor, **teacher) -> torch.Tensor:
     """Per-example loss of one example whose positions are the rows of ``student`` (N, V)."""
     mask = torch.ones(1, student.shape[0], dtype=torch.bool)
-    return get_loss(loss)(student_logits=student[None], mask=mask, **{k: v[None] for k, v in teacher.items()}).loss
+    return get_loss(loss)(
+        student_logits=student[None], mask=mask, **{k: v[None] for k, v in teacher.items()}
+    ).loss
 
 
 def test_hand_worked_topk_tail_and_full_kl():
@@ -113,7 +115,11 @@ def test_stored_draws_average_to_the_full_divergence(loss, proposal):
 
 def test_sampled_and_tail_refuse_what_they_cannot_estimate():
     ids, lp = torch.tensor([[0, 1]]), P.log()[None, :2]
-    sampled = {"teacher_topk_logps": lp, "teacher_topk_ids": ids, "teacher_sample_weights": torch.tensor([[0.5, 0.5]])}
+    sampled = {
+        "teacher_topk_logps": lp,
+        "teacher_topk_ids": ids,
+        "teacher_sample_weights": torch.tensor([[0.5, 0.5]]),
+    }
     for loss in ("kd_rkl", "kd_jsd", "kd_tvd", "kd_srkl"):
         with pytest.raises(ValueError, match="not an expectation under the teacher"):
             _call(loss, torch.zeros(1, 4), **sampled)

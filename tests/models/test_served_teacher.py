@@ -79,7 +79,9 @@ def _module(teacher, **kw):
 def test_served_table_is_the_local_teachers_table(server, tokenizer, support):
     dm = _datamodule()
     fmt = TeacherFormat(support, K)
-    served = served_table(ServedTeacher(server.url, batch_size=3), dm.loader("train"), "chosen", fmt, tokenizer)
+    served = served_table(
+        ServedTeacher(server.url, batch_size=3), dm.loader("train"), "chosen", fmt, tokenizer
+    )
     local = same_vocabulary_topk(load_model(TEACHER, trainable=False), dm.loader("train"), "chosen", fmt)
     assert served.keys() == local.keys() == set(fmt.fields)
     assert served["logps"].dtype == torch.float16 and served["ids"].dtype == torch.int32
@@ -103,7 +105,9 @@ def test_kd_against_the_server_equals_kd_against_the_same_model_loaded_locally(s
 
 
 def test_on_policy_rollouts_ask_the_server_per_batch(server):
-    module = _module(ServedTeacher(server.url), loss="kd_rkl", on_policy=OnPolicy(fraction=1.0, max_new_tokens=6))
+    module = _module(
+        ServedTeacher(server.url), loss="kd_rkl", on_policy=OnPolicy(fraction=1.0, max_new_tokens=6)
+    )
     before = server.requests
     trainer = L.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -140,7 +144,9 @@ class Flaky(LogprobServer):
         status, body = super().respond(payload)
         if self.keep is not None:
             for choice in body["choices"]:
-                choice["prompt_logprobs"] = [None] + [dict(list(e.items())[: self.keep]) for e in choice["prompt_logprobs"][1:]]
+                choice["prompt_logprobs"] = [None] + [
+                    dict(list(e.items())[: self.keep]) for e in choice["prompt_logprobs"][1:]
+                ]
         return status, body
 
 
@@ -154,7 +160,7 @@ def test_transient_errors_are_retried_with_backoff_and_bad_requests_are_not(flak
     sequence = tokenizer("hello there, a short prompt")["input_ids"]
     flaky.failures = 2
     teacher = ServedTeacher(flaky.url, max_retries=2, backoff_s=0.01)
-    (values, ids, own), = teacher.topk([sequence], K, tokenizer)
+    ((values, ids, own),) = teacher.topk([sequence], K, tokenizer)
     assert values.shape == ids.shape == (len(sequence) - 1, K) and own.shape == (len(sequence) - 1,)
     assert flaky.requests == 3
     with pytest.raises(ServedTeacherError, match="HTTP 400: .*prompt_logprobs must be 0..64"):
@@ -167,7 +173,9 @@ def test_transient_errors_are_retried_with_backoff_and_bad_requests_are_not(flak
 
 def test_fewer_log_probs_than_asked_is_an_error(flaky, tokenizer):
     flaky.keep = 3
-    with pytest.raises(ServedTeacherError, match=r"returned 3 log-probs at prompt position 1, 16 asked.*--max-logprobs 16"):
+    with pytest.raises(
+        ServedTeacherError, match=r"returned 3 log-probs at prompt position 1, 16 asked.*--max-logprobs 16"
+    ):
         ServedTeacher(flaky.url).topk([tokenizer("a prompt")["input_ids"]], K, tokenizer)
 
 
@@ -180,7 +188,9 @@ def test_a_server_of_another_vocabulary_is_refused(tokenizer):
         sequence = tokenizer("the capital of France is Paris")["input_ids"]
         with pytest.raises(ServedTeacherError, match="tokenizes differently from the student's tokenizer"):
             ServedTeacher(other.url).topk([sequence], K, tokenizer)
-        with pytest.raises(ServedTeacherError, match="does not serve 'tiny-teacher'; it serves \\['other'\\]"):
+        with pytest.raises(
+            ServedTeacherError, match="does not serve 'tiny-teacher'; it serves \\['other'\\]"
+        ):
             ServedTeacher(other.url, model="tiny-teacher").model_name()
 
 

@@ -131,7 +131,14 @@ def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(monke
     labels = batch["chosen_labels"][:, 1:]
     rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)
     targets = torch.nn.functional.pad(labels.clamp_min(0), (0, 1))
-    args = (teacher, batch["chosen_input_ids"], batch["chosen_attention_mask"], rows, targets, TeacherFormat(k=8))
+    args = (
+        teacher,
+        batch["chosen_input_ids"],
+        batch["chosen_attention_mask"],
+        rows,
+        targets,
+        TeacherFormat(k=8),
+    )
     whole = teacher_cache.teacher_rows(*args)
     monkeypatch.setattr(teacher_cache, "LOGITS_PER_CHUNK", 3 * 624)
     seen = []

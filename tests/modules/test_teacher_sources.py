@@ -55,7 +55,9 @@ def _fit(module, dm, steps=2):
 
 def _hand_mixed(batch, weights=(0.3, 0.7)) -> torch.Tensor:
     """log(w_a softmax(z_a) + w_b softmax(z_b)) of the two tiny teachers, (B, T-1, V)."""
-    probs = [torch.softmax(next_token_logits(load_model(s, trainable=False), batch).detach(), -1) for s in (A, B)]
+    probs = [
+        torch.softmax(next_token_logits(load_model(s, trainable=False), batch).detach(), -1) for s in (A, B)
+    ]
     return (weights[0] * probs[0] + weights[1] * probs[1]).log()
 
 
@@ -67,20 +69,26 @@ def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
     assert "mixture of 2 teachers, weights [tiny 0.3, tiny 0.7]" in caplog.text
     assert module.teacher is None and len(module.teacher_models) == 2
     inputs = module._side_inputs(batch, "chosen")
-    index, mask = response_index(batch["chosen_labels"][:, 1:] != -100)  # the response positions, left-aligned
+    index, mask = response_index(
+        batch["chosen_labels"][:, 1:] != -100
+    )  # the response positions, left-aligned
     assert torch.equal(inputs.mask, mask)
     mixed = gather_rows(_hand_mixed(batch), index)
     torch.testing.assert_close(torch.log_softmax(inputs.teacher_logits, -1), mixed, atol=1e-5, rtol=1e-5)
     loss = get_loss("kd_fkl")
     kw = {"student_logits": inputs.student_logits, "mask": inputs.mask}
     torch.testing.assert_close(loss(inputs).loss, loss(teacher_logits=mixed, **kw).loss)
-    alone = loss(teacher_logits=gather_rows(next_token_logits(module.teacher_models[0], batch), index), **kw).loss
+    alone = loss(
+        teacher_logits=gather_rows(next_token_logits(module.teacher_models[0], batch), index), **kw
+    ).loss
     assert not torch.allclose(alone, loss(inputs).loss)
 
 
 def test_cached_mixture_stores_the_top_k_of_the_hand_mixed_distribution(tmp_path):
     dm = _datamodule(n=4)
-    _fit(_module([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1)
+    _fit(
+        _module([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1
+    )
     data = TeacherCache(tmp_path, TeacherFormat().fields).load(next(tmp_path.glob("*.pt")).stem)
     batch = next(iter(dm.loader("train")))
     mask = batch["chosen_labels"][:, 1:] != -100
@@ -133,7 +141,8 @@ def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
     loader = _datamodule(n=4).loader("train")
     teacher = load_model(A, trainable=False)
     tables = {
-        name: same_vocabulary_topk(teacher, loader, "chosen", TeacherFormat(name, 8)) for name in ("topk", "topk_tail")
+        name: same_vocabulary_topk(teacher, loader, "chosen", TeacherFormat(name, 8))
+        for name in ("topk", "topk_tail")
     }
     assert bytes_per_token(tables["topk"]) == 8 * (2 + 4) + 2  # logps + ids + the response token's log-prob
     assert bytes_per_token(tables["topk_tail"]) == 8 * (2 + 4) + 2 + 2  # + the tail's log-mass
@@ -144,7 +153,9 @@ def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
     width = sampled["ids"].shape[1]
     assert sampled["weights"].dtype == torch.float16 and sampled["ids"].dtype == torch.int32
     assert bytes_per_token(sampled) == width * (2 + 4 + 2) + 2 and width <= 32
-    torch.testing.assert_close(sampled["weights"].float().sum(-1), torch.ones(len(sampled["weights"])), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        sampled["weights"].float().sum(-1), torch.ones(len(sampled["weights"])), atol=2e-3, rtol=0
+    )
 
 
 def test_sampled_draws_depend_on_seed_and_row_not_on_batching():
