@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -203,3 +204,19 @@ def test_served_teacher_settings_are_checked():
         ServedTeacher("http://127.0.0.1:1/v1", api_key_env="NO_SUCH_KEY_VAR")
     with pytest.raises(ValueError, match="draws from the full distribution"):
         _module(ServedTeacher("http://127.0.0.1:1/v1"), teacher_support="sampled")
+
+
+def test_train_py_with_a_served_teacher_and_its_preflight(server, tiny_cfg):
+    from train_helpers import assert_sane_losses
+
+    from prefdistill.preflight import PreflightError
+    from prefdistill.train import train
+
+    cfg = tiny_cfg("method=kd_fkl", "teacher=served", f"teacher.url={server.url}", "module.teacher_topk=16")
+    before = server.requests
+    assert_sane_losses(train(cfg), cfg.paths.output_dir)
+    assert server.requests > before
+    assert not (Path(cfg.paths.output_dir) / "teacher_spec.json").exists()  # a server: nothing to rebuild
+    down = f"teacher.url=http://127.0.0.1:{_closed_port()}/v1"
+    with pytest.raises(PreflightError, match="teacher: teacher server .* unreachable"):
+        train(tiny_cfg("method=kd_fkl", "teacher=served", down))
