@@ -11,11 +11,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from train_helpers import CONFIGS
+from distill_helpers import TINY, fit, sft_datamodule
 
-from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
 from prefdistill.models.logprob_server import LogprobServer
@@ -26,7 +23,6 @@ from prefdistill.modules.teacher_cache import same_vocabulary_topk
 from prefdistill.modules.teacher_formats import TeacherFormat
 from prefdistill.modules.teachers import served_table
 
-TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 TEACHER = dataclasses.replace(TINY, seed=1)
 K = 16
 
@@ -42,16 +38,6 @@ def server(tokenizer):
         yield running
 
 
-def _datamodule(n=8, batch_size=4):
-    dm = PreferenceDataModule(
-        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
-        max_length=96, max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
-
-
 def _first_loss(module, dm) -> float:
     losses = []
 
@@ -59,11 +45,7 @@ def _first_loss(module, dm) -> float:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(
-        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Record()],
-    )  # fmt: skip
-    trainer.fit(module, datamodule=dm)
+    fit(module, dm, steps=1, callbacks=[Record()])
     return losses[0]
 
 
@@ -78,7 +60,7 @@ def _module(teacher, **kw):
 
 @pytest.mark.parametrize("support", ["topk", "topk_tail"])
 def test_served_table_is_the_local_teachers_table(server, tokenizer, support):
-    dm = _datamodule()
+    dm = sft_datamodule()
     fmt = TeacherFormat(support, K)
     served = served_table(
         ServedTeacher(server.url, batch_size=3), dm.loader("train"), "chosen", fmt, tokenizer
@@ -93,7 +75,7 @@ def test_served_table_is_the_local_teachers_table(server, tokenizer, support):
 
 
 def test_kd_against_the_server_equals_kd_against_the_same_model_loaded_locally(server, tmp_path):
-    dm = _datamodule()
+    dm = sft_datamodule()
     served = _module(ServedTeacher(server.url), optimizer_in_backward=False)
     assert served.teacher is None and not served.teacher_models  # no weights held
     local = _module(TEACHER, teacher_cache=str(tmp_path))  # the same top-k path, from the local model
@@ -110,11 +92,7 @@ def test_on_policy_rollouts_ask_the_server_per_batch(server):
         ServedTeacher(server.url), loss="kd_rkl", on_policy=OnPolicy(fraction=1.0, max_new_tokens=6)
     )
     before = server.requests
-    trainer = L.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=_datamodule())
+    trainer = fit(module, sft_datamodule())
     assert server.requests - before == 2  # one request (4 rollouts <= batch_size) per step
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
 

@@ -8,6 +8,7 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from distill_helpers import sft_datamodule as _datamodule
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_helpers import CONFIGS
@@ -25,16 +26,6 @@ from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 TEACHER = dataclasses.replace(TINY, seed=1)
-
-
-def _datamodule(n=8, batch_size=4):
-    dm = PreferenceDataModule(
-        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
-        max_length=96, max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
 
 
 def _module(loss="kd_fkl", teacher=TEACHER, **kw) -> DistillModule:

@@ -5,16 +5,13 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 
-import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-from train_helpers import CONFIGS, assert_sane_losses
+from distill_helpers import TINY, fit, sft_datamodule
+from train_helpers import assert_sane_losses
 
-from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
-from prefdistill.models import load_model, load_tokenizer
+from prefdistill.models import load_model
 from prefdistill.modules import build_module
 from prefdistill.modules.distill import next_token_logits
 from prefdistill.modules.response_rows import gather_rows, response_index
@@ -22,18 +19,7 @@ from prefdistill.modules.teacher_cache import TeacherCache, same_vocabulary_topk
 from prefdistill.modules.teacher_formats import TeacherFormat, bytes_per_token
 from prefdistill.modules.teachers import Teachers
 
-TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 A, B = dataclasses.replace(TINY, seed=1), dataclasses.replace(TINY, seed=2)
-
-
-def _datamodule(n=8, batch_size=4):
-    dm = PreferenceDataModule(
-        source="shipped", record_type="sft", max_samples=n, batch_size=batch_size,
-        max_length=96, max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
 
 
 def _module(teacher, loss="kd_fkl", **kw):
@@ -42,15 +28,6 @@ def _module(teacher, loss="kd_fkl", **kw):
     )
     module.configure_model()
     return module
-
-
-def _fit(module, dm, steps=2):
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    return trainer
 
 
 def _hand_mixed(batch, weights=(0.3, 0.7)) -> torch.Tensor:
@@ -63,7 +40,7 @@ def _hand_mixed(batch, weights=(0.3, 0.7)) -> torch.Tensor:
 
 # ------------------------------------------------------------------ mixtures
 def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
-    batch = next(iter(_datamodule().loader("train")))
+    batch = next(iter(sft_datamodule().loader("train")))
     with caplog.at_level("INFO", logger="prefdistill.modules.teachers"):
         module = _module([A, B], teacher_weights=[0.3, 0.7])
     assert "mixture of 2 teachers, weights [tiny 0.3, tiny 0.7]" in caplog.text
@@ -85,10 +62,8 @@ def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
 
 
 def test_cached_mixture_stores_the_top_k_of_the_hand_mixed_distribution(tmp_path):
-    dm = _datamodule(n=4)
-    _fit(
-        _module([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1
-    )
+    dm = sft_datamodule(n=4)
+    fit(_module([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1)
     data = TeacherCache(tmp_path, TeacherFormat().fields).load(next(tmp_path.glob("*.pt")).stem)
     batch = next(iter(dm.loader("train")))
     mask = batch["chosen_labels"][:, 1:] != -100
@@ -138,7 +113,7 @@ def test_teacher_list_composes_and_trains_a_mixture(tiny_cfg, caplog):
 
 # ------------------------------------------------------------------ stored formats
 def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
-    loader = _datamodule(n=4).loader("train")
+    loader = sft_datamodule(n=4).loader("train")
     teacher = load_model(A, trainable=False)
     tables = {
         name: same_vocabulary_topk(teacher, loader, "chosen", TeacherFormat(name, 8))
@@ -161,8 +136,8 @@ def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
 def test_sampled_draws_depend_on_seed_and_row_not_on_batching():
     teacher = load_model(A, trainable=False)
     fmt = TeacherFormat("sampled", 16, seed=0)
-    by4 = same_vocabulary_topk(teacher, _datamodule(n=6, batch_size=4).loader("train"), "chosen", fmt)
-    dm2 = _datamodule(n=6, batch_size=4)
+    by4 = same_vocabulary_topk(teacher, sft_datamodule(n=6, batch_size=4).loader("train"), "chosen", fmt)
+    dm2 = sft_datamodule(n=6, batch_size=4)
     dm2.eval_batch_size = 2
     by2 = same_vocabulary_topk(teacher, dm2.loader("train"), "chosen", fmt)
     for key in by4:
@@ -173,11 +148,11 @@ def test_sampled_draws_depend_on_seed_and_row_not_on_batching():
 
 @pytest.mark.parametrize("support", ["topk_tail", "sampled"])
 def test_modules_train_from_each_format_and_key_caches_by_format(support, tmp_path):
-    dm = _datamodule()
-    _fit(_module(A, teacher_cache=str(tmp_path), teacher_topk=8), dm)
+    dm = sft_datamodule()
+    fit(_module(A, teacher_cache=str(tmp_path), teacher_topk=8), dm)
     module = _module(A, teacher_cache=str(tmp_path), teacher_topk=8, teacher_support=support)
     assert module.teacher is None
-    trainer = _fit(module, dm)
+    trainer = fit(module, dm)
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
     assert len(list(tmp_path.glob("*.pt"))) == 2  # topk and this format: two entries
 
