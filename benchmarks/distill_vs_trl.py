@@ -1,7 +1,7 @@
 """Distillation throughput and peak memory: prefdistill vs TRL, same teacher, student, data, batch and steps, CPU.
 
-    flock /work/notes/heavy.lock python benchmarks/distill_vs_trl.py --json results.json   # the measurement
-    python benchmarks/distill_vs_trl.py --quick                                           # smoke (tiny models)
+    python benchmarks/distill_vs_trl.py --json results.json   # the measurement (idle machine, ~1 h on 2 cores)
+    python benchmarks/distill_vs_trl.py --quick               # smoke (tiny models)
 
 Teacher SmolLM2-135M-Instruct (``teacher=smollm2_135m``), student its 10-layer pruned copy
 (``model=smollm2_135m_l10``, full fine-tune), fp32, AdamW at a constant lr, no clipping, no weight decay;
@@ -120,6 +120,7 @@ def run_ours(cfg: dict, workdir: Path, fit_steps: int | None = None) -> dict:
     from prefdistill.models import load_tokenizer
     from prefdistill.modules import build_module
     from prefdistill.modules.on_policy import OnPolicy
+    from prefdistill.modules.optim import build_optimizer
 
     lean = cfg["name"].endswith("lean")
     student, teacher = _models(cfg, checkpointing=lean)
@@ -127,7 +128,7 @@ def run_ours(cfg: dict, workdir: Path, fit_steps: int | None = None) -> dict:
     offline = cfg["mode"] == "offline"
     module = build_module(
         loss=get_loss("kd_fkl") if offline else get_loss("kd_jsd", beta=1.0), policy=student, teacher=teacher,
-        optimizer=partial(torch.optim.AdamW, lr=LR, weight_decay=0.0), scheduler=None,
+        optimizer=partial(build_optimizer, name="adamw", lr=LR, weight_decay=0.0), scheduler=None,
         teacher_cache=str(workdir / "teacher_topk") if offline else None, teacher_topk=TOPK,
         on_policy=None if offline else OnPolicy(fraction=1.0, temperature=1.0, top_p=1.0,
                                                 max_new_tokens=cfg["new_tokens"]),

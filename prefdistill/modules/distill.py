@@ -162,9 +162,6 @@ class DistillModule(PolicyModule):
     def _live_teachers(self) -> list[torch.nn.Module]:
         return self.teacher_models or [self.teacher]
 
-    def _load_teacher(self) -> torch.nn.Module:
-        return self._load_teachers()[0]
-
     def _load_teachers(self) -> list[torch.nn.Module]:
         """Every local teacher, frozen, each checked against the student's vocabulary (a mixture: one output size)."""
         models = self.teachers.load()

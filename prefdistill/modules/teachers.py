@@ -162,6 +162,9 @@ def served_fields(teacher: ServedTeacher, batch: dict, side: str, fmt: TeacherFo
         ids.append(i[at])
         own.append(o[at])
     values, ids, own = torch.cat(values), torch.cat(ids), torch.cat(own)
+    if len(ids) and int(ids.max()) >= len(tokenizer):
+        raise ValueError(f"teacher server {teacher.url} returned token id {int(ids.max())}, outside the student's "
+                         f"vocabulary of {len(tokenizer)}")  # fmt: skip
     fields = {"logps": values.to(fmt.dtype), "ids": ids.int(), "label_logps": own.to(fmt.dtype)}
     if fmt.name == "topk_tail":  # the mass outside the top-k, from the served values (float64)
         outside = (1.0 - values.double().exp().sum(-1)).clamp_min(0.0)
