@@ -31,6 +31,7 @@ class LogprobServer:
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
         self.max_logprobs, self.batch_size = max_logprobs, batch_size
         self._lock = threading.Lock()
+        self._texts: dict[int, str] = {}  # token id -> its text decoded alone (vLLM's decoded_token)
         self.requests = 0
         server = self
 
@@ -119,14 +120,21 @@ class LogprobServer:
             for j in range(1, len(prompt)):
                 dist = logps[row, j - 1]
                 values, top = dist.topk(k) if k else (dist[:0], torch.zeros(0, dtype=torch.long))
-                chosen = {int(t): float(v) for t, v in zip(top, values)}
-                chosen.setdefault(prompt[j], float(dist[prompt[j]]))
+                ranked = {int(t): (float(v), rank) for rank, (t, v) in enumerate(zip(top, values), start=1)}
+                if prompt[j] not in ranked:  # the prompt token itself, with its rank in the vocabulary
+                    own = dist[prompt[j]]
+                    ranked[prompt[j]] = (float(own), int((dist > own).sum()) + 1)
                 entries.append({
-                    str(t): {"logprob": v, "rank": int((dist > v).sum()) + 1, "decoded_token": self.tokenizer.decode([t])}
-                    for t, v in chosen.items()
+                    str(t): {"logprob": v, "rank": rank, "decoded_token": self._text(t)}
+                    for t, (v, rank) in ranked.items()
                 })  # fmt: skip
             out.append(entries)
         return out
+
+    def _text(self, token: int) -> str:
+        if token not in self._texts:
+            self._texts[token] = self.tokenizer.decode([token])
+        return self._texts[token]
 
 
 def main(argv=None) -> None:
