@@ -90,9 +90,10 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def _timer(times: list, tokens: list, peaks: list):
-    """Lightning callback: wall time of every training step (batch start to end, optimizer step included), the
-    sequence tokens it trained on (the rollout's, on-policy) and the peak RSS so far (first: before training)."""
+def _timer(times: list, tokens: list, peaks: list, cpu: list):
+    """Lightning callback: wall time of every training step (batch start to end, optimizer step included), its
+    process CPU time (all threads), the sequence tokens it trained on (the rollout's, on-policy) and the peak
+    RSS so far (first: before training)."""
     import lightning as L
 
     class Timer(L.Callback):
@@ -100,10 +101,11 @@ def _timer(times: list, tokens: list, peaks: list):
             peaks.append(_peak_gb())
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             times.append(time.perf_counter() - self.start)
+            cpu.append(time.process_time() - self.cpu)
             trained = pl_module._rollout if pl_module._rollout is not None else batch
             tokens.append(int(trained["chosen_attention_mask"].sum()))
             peaks.append(_peak_gb())
@@ -134,15 +136,15 @@ def run_ours(cfg: dict, workdir: Path, fit_steps: int | None = None) -> dict:
                                                 max_new_tokens=cfg["new_tokens"]),
         optimizer_in_backward=lean,
     )  # fmt: skip
-    times, tokens, peaks = [], [], []
+    times, tokens, peaks, cpu = [], [], [], []
     trainer = L.Trainer(
         accelerator="cpu", max_steps=fit_steps or cfg["warmup"] + cfg["steps"], logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[_timer(times, tokens, peaks)], default_root_dir=str(workdir),
+        callbacks=[_timer(times, tokens, peaks, cpu)], default_root_dir=str(workdir),
     )  # fmt: skip
     torch.manual_seed(SEED)
     trainer.fit(module, datamodule=dm)
-    return {"step_times": times, "tokens": tokens, "peaks": peaks}
+    return {"step_times": times, "tokens": tokens, "peaks": peaks, "cpu_times": cpu}
 
 
 # -- TRL ----------------------------------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def _trl_args(cls, cfg: dict, workdir: Path, **extra):
     )  # fmt: skip
 
 
-def _trl_timer(times: list, peaks: list):
+def _trl_timer(times: list, peaks: list, cpu: list):
     from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
@@ -166,10 +168,11 @@ def _trl_timer(times: list, peaks: list):
             peaks.append(_peak_gb())
 
         def on_step_begin(self, args, state, control, **kw):
-            self.start = time.perf_counter()
+            self.start, self.cpu = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.start)
+            cpu.append(time.process_time() - self.cpu)
             peaks.append(_peak_gb())
 
     return Timer()
@@ -186,7 +189,7 @@ def run_trl(cfg: dict, workdir: Path) -> dict:
     tokenizer = load_tokenizer(student_spec)
     student, teacher = load_model(student_spec), load_model(teacher_spec, trainable=False)
     examples = _datamodule(cfg, tokenizer).datasets["train"]  # ours, in our order
-    times, tokens, peaks = [], [], []
+    times, tokens, peaks, cpu = [], [], [], []
     if cfg["mode"] == "offline":
         from trl.experimental.gkd import GKDConfig, GKDTrainer
 
@@ -204,7 +207,7 @@ def run_trl(cfg: dict, workdir: Path) -> dict:
                          dataset_kwargs={"skip_prepare_dataset": True})  # fmt: skip
         rows = [{"prompt_ids": e["prompt_ids"], "chosen_ids": e["chosen_ids"]} for e in examples]
         trainer = Trainer(model=student, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, data_collator=collate, callbacks=[_trl_timer(times, peaks)])  # fmt: skip
+                          processing_class=tokenizer, data_collator=collate, callbacks=[_trl_timer(times, peaks, cpu)])  # fmt: skip
     else:
         from trl import DistillationConfig, DistillationTrainer
 
@@ -223,7 +226,7 @@ def run_trl(cfg: dict, workdir: Path) -> dict:
                          max_completion_length=cfg["new_tokens"], shuffle_dataset=False)  # fmt: skip
         rows = [{"prompt": str(e["index"])} for e in examples]
         trainer = Trainer(model=student, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, callbacks=[_trl_timer(times, peaks)])  # fmt: skip
+                          processing_class=tokenizer, callbacks=[_trl_timer(times, peaks, cpu)])  # fmt: skip
     trainer.train()
     return {"step_times": times, "tokens": tokens[-len(times) :] if times else tokens, "peaks": peaks}
 
@@ -241,9 +244,11 @@ def child(cfg: dict) -> None:
     else:
         result = (run_trl if cfg["name"].startswith("trl") else run_ours)(cfg, workdir)
     timed, tokens = result["step_times"][cfg["warmup"] :], result["tokens"][cfg["warmup"] :]
+    cpu = sum(result["cpu_times"][cfg["warmup"] :])
     result |= {
         "config": cfg, "wall_s": time.perf_counter() - started, "measured_s": sum(timed), "timed_tokens": sum(tokens),
         "tokens_per_s": sum(tokens) / sum(timed) if sum(timed) else float("nan"),
+        "tokens_per_cpu_s": sum(tokens) / cpu if cpu else float("nan"),
         "peak_rss_gb": _peak_gb(),
     }  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
@@ -266,9 +271,11 @@ def summarize(results: list[dict]) -> dict:
     for r in results:
         by.setdefault(r["config"]["name"], []).append(r)
     tps = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in by.items()}
+    per_cpu = {k: statistics.median(r["tokens_per_cpu_s"] for r in v) for k, v in by.items()}
     peak = {k: max(r["peak_rss_gb"] for r in v) for k, v in by.items()}
     nan = float("nan")
     return {"tokens_per_s": tps, "peak_rss_gb": peak, "speed": tps.get("ours_fast", nan) / tps.get("trl_fast", nan),
+            "tokens_per_cpu_s": per_cpu, "cpu_speed": per_cpu.get("ours_fast", nan) / per_cpu.get("trl_fast", nan),
             "memory": peak.get("ours_lean", nan) / peak.get("trl_lean", nan)}  # fmt: skip
 
 
@@ -309,7 +316,7 @@ def main(argv=None) -> None:
         for rep in range(repeats):
             for name in configs if rep % 2 == 0 else configs[::-1]:
                 r = run_child({**base, "mode": mode, "name": name, "repeat": rep}, args.timeout)
-                print(f"  [{mode} #{rep}] {name:9s} {r['tokens_per_s']:8.1f} tok/s  steps "
+                print(f"  [{mode} #{rep}] {name:9s} {r['tokens_per_s']:8.1f} tok/s {r['tokens_per_cpu_s']:6.1f} tok/cpu-s  steps "
                       f"[{' '.join(f'{t:.2f}' for t in r['step_times'])}]  peak {r['peak_rss_gb']:.2f} GB "
                       f"(loaded {r['peaks'][0]:.2f})  wall {r['wall_s']:.0f} s", flush=True)  # fmt: skip
                 results.append(r)
@@ -321,6 +328,8 @@ def main(argv=None) -> None:
                 f"{k} {v:.1f} tok/s {s['peak_rss_gb'][k]:.2f} GB" for k, v in s["tokens_per_s"].items()
             )
         )
+        print(f"   {mode}: tokens/s ours_fast/trl_fast {s['speed']:.2f}; tokens per CPU-second {s['cpu_speed']:.2f} "
+              f"(less sensitive to other jobs); peak ours_lean/trl_lean {s['memory']:.2f}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"results": everything, "summaries": summaries}, indent=1))
     print(f"total {time.time() - started:.0f} s")
