@@ -228,7 +228,8 @@ def run_trl(cfg: dict, workdir: Path) -> dict:
         trainer = Trainer(model=student, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[_trl_timer(times, peaks, cpu)])  # fmt: skip
     trainer.train()
-    return {"step_times": times, "tokens": tokens[-len(times) :] if times else tokens, "peaks": peaks}
+    tokens = tokens[-len(times) :] if times else tokens
+    return {"step_times": times, "tokens": tokens, "peaks": peaks, "cpu_times": cpu}
 
 
 # -- child / parent ------------------------------------------------------------------------------------------
