@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.eval import report
 from prefdistill.eval.runner import evaluate_model, resolve_run
+from prefdistill.utils.config_groups import register_config_groups
 from prefdistill.utils.run import config_dir, metric_value, register_resolvers, task_wrapper
 
 log = logging.getLogger("prefdistill.evaluate")
+register_config_groups()  # the teacher group (utils/config_groups.py)
 register_resolvers()
 
 

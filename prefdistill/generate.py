@@ -23,9 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from prefdistill.generation.shards import MANIFEST, PromptSource, generate_to_shards, read_shards
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.cache import hash_inputs
+from prefdistill.utils.config_groups import register_config_groups
 from prefdistill.utils.run import config_dir, register_resolvers, task_wrapper
 
 log = logging.getLogger("prefdistill.generate")
+register_config_groups()  # the teacher group (utils/config_groups.py)
 register_resolvers()
 
 

@@ -15,7 +15,8 @@ on top, so a phase refused here cannot fit at any batch size:
 * LoRA: T = r*(in + out) per adapted linear layer of the model built on the meta device
   (:func:`meta_size`); with only a published count, T = r * 0.04 % of P (Llama-2-7B, every linear
   layer: 40 M at r = 16).
-* Inference phases (sampling, scoring) hold P*b on one device.
+* Inference phases (sampling, scoring) hold P*b on one device; a pass that fills a cache before training
+  (reference log-probs, a teacher's top-k) holds the policy's weights beside the full model it runs.
 
 Worked example (tests/test_preflight.py): P = T = 1e9, Adam, 16-bit under DeepSpeed on N = 8:
 ZeRO-2 = 2 + 2/8 + 12/8 = 3.75 GB per device, ZeRO-3 = (2 + 2 + 12)/8 = 2 GB; fp32 on one device
@@ -239,6 +240,16 @@ class Phase:
 
 def inference_phase(name: str, spec: ModelSpec, size: Size) -> Phase:
     return Phase(name, lambda hw: {"weights": size.params * weight_bytes(spec, hw)}, trains=False)
+
+
+def pass_phase(name: str, trainee: Trainee, spec: ModelSpec, size: Size) -> Phase:
+    """A no-grad pass that fills a cache before the first step (reference log-probs, teacher top-k): the
+    policy's weights (as training holds them) beside a full, unpartitioned copy of the model that runs it."""
+
+    def estimate(hw: Hardware) -> dict[str, float]:
+        return {"policy": training_memory(trainee, hw)["weights"], "pass": size.params * weight_bytes(spec, hw)}
+
+    return Phase(name, estimate, trains=False)
 
 
 def sft_phase(name: str, spec: ModelSpec, size: Size) -> Phase:

@@ -2,8 +2,10 @@
 
     python train.py method=plad model=llama2_7b teacher=llama2_13b preflight_only=true  # print the plan, exit
 
-:func:`check` (the first thing ``train.py`` does after building the specs and the loss) resolves, without
-downloading anything,
+:func:`check` (the first thing ``train.py`` does after building the run's objects -- specs, loss, data chain,
+training module; nothing loaded) asks those objects what the run will load and run -- the chain its stages
+and the models each loads (``Chain.stages``), the module the models it holds, how and for how long
+(``held_models``, :mod:`prefdistill.modules.held`) -- and resolves, without downloading anything,
 
 1. every model the run will load -- policy, reference, teacher, the pipeline's scorer, the evaluation's
    reward model -- and its tokenizer: a random-init spec; a local folder; the Hugging Face cache
@@ -13,12 +15,14 @@ downloading anything,
 2. every data source (training data, evaluation data): shipped, a local file or folder, or a hub dataset
    in the HF caches;
 3. what a stage will need besides: CUDA for GPU profiles, DeepSpeed, vLLM, a judge's API key;
-4. the memory each device needs in every phase (pipeline inference and SFT stages, training), refusing a
-   phase that cannot fit and naming the hardware profiles that would fit it.
+4. the memory each device needs in every phase (the chain's inference and training stages, training with
+   what the module holds frozen, a pass that fills a cache), refusing a phase that cannot fit and naming the
+   hardware profiles that would fit it.
 
 Each problem is one numbered line saying what is missing, where it was looked for and the fix;
-:class:`PreflightError` carries them all. :func:`plan_run` takes plain objects (specs, data locations,
-hardware facts); :func:`check` converts the entry point's resolved config (a plain dict) into them.
+:class:`PreflightError` carries them all. :func:`needs_of` gathers plain facts from the objects (and, from the
+resolved config, the data locations, the hardware and the evaluation suite); :func:`plan_run` resolves and
+sizes them. A further check is one more function adding to ``RunNeeds.problems`` (or the plan's).
 
 The memory model and its assumptions are in :mod:`prefdistill.memory`; model sizes come from the
 model's ``config.json`` when it is on this machine (counted on the meta device), else
@@ -48,6 +52,7 @@ from prefdistill.memory import (
     inference_phase,
     memory_problems,
     meta_size,
+    pass_phase,
     sft_phase,
     training_memory,
 )
@@ -268,25 +273,35 @@ def _config_folder(spec: ModelSpec, places: Places) -> str | None:
     return None
 
 
-# -- what a run needs, from its config -----------------------------------------------------------------
+# -- what a run needs, from the objects it is made of ---------------------------------------------------
 @dataclass
 class RunNeeds:
     """Plain facts about a run: models ``[(role, spec, config key)]``, data ``[(label, location, key)]``,
-    stage names, memory phases and problems visible in the config alone (a judge without its key...)."""
+    stage names, memory phases, the models the training module holds (:class:`~prefdistill.modules.held.
+    HeldModel`) and problems visible before anything loads (a missing teacher, a judge without its key...)."""
 
     models: list[tuple[str, ModelSpec, str]] = field(default_factory=list)
     data: list[tuple[str, str | None, str]] = field(default_factory=list)
     stages: list[str] = field(default_factory=list)
     phases: list[Phase] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    held: list = field(default_factory=list)
+    pipeline: list = field(default_factory=list)  # the chain's PlannedStage s
 
 
-_PIPELINE_STAGES = {  # prepare function -> (stage, model role it loads)
-    "prepare_plad_data": [("sample teacher", "teacher"), ("sample student", "policy"), ("PLaD pairs", None)],
-    "prepare_pad_data": [("sample student", "policy"), ("PAD lists (teacher scores)", "teacher")],
-    "prepare_seqkd_data": [("sample teacher", "teacher"), ("SeqKD rows", None)],
-    "prepare_sft_first": [],
-}
+class Sizes:
+    """Parameter counts of specs, each counted once (:func:`model_size`)."""
+
+    def __init__(self, places: Places):
+        self.places, self._known = places, {}
+
+    def __call__(self, spec: ModelSpec | None) -> Size | None:
+        if spec is None:
+            return None
+        key = repr(spec)
+        if key not in self._known:
+            self._known[key] = model_size(spec, self.places)
+        return self._known[key]
 
 
 def _data_location(data: dict) -> str | None:
@@ -298,34 +313,30 @@ def _data_location(data: dict) -> str | None:
     return str(shipped_dir(data.get("name"))) if source == "shipped" else get_source(source).path
 
 
-def _spec(node: dict) -> ModelSpec:
-    return ModelSpec(**{k: v for k, v in node.items() if not k.startswith("_")})
-
-
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, places: Places) -> RunNeeds:
-    """What the run of ``config`` (the entry point's resolved config as plain dicts) will load, with
-    ``policy``/``teacher`` the specs it built and ``loss`` its loss (``needs``, ``kind``, ``name``)."""
+def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, places: Places, *, module=None,
+             chain=None) -> RunNeeds:  # fmt: skip
+    """What the run will load and run, asked of the objects it is made of: ``policy``/``teacher`` (the specs it
+    built), ``loss``, ``module`` (the training module built from them, unloaded: ``held_models()``) and
+    ``chain`` (the data chain, or None: ``stages()``). ``config`` (the resolved config as plain dicts) gives
+    the data locations, the hardware and the evaluation suite."""
     run = RunNeeds(models=[("policy", policy, "model.name_or_path")])
-    module, pipeline = config.get("module") or {}, config.get("pipeline") or {}
-    reference = _spec(module["reference"]) if module.get("reference") else None
-    if "reference" in loss.needs and reference is not None:
-        run.models.append(("reference", reference, "module.reference.name_or_path"))
     if teacher is not None:
         local, problems = _teachers(teacher)
         run.models += [("teacher", spec, "teacher.name_or_path") for spec in local]
         run.problems += problems
-    elif "teacher" in loss.needs or (pipeline and pipeline.get("needs_teacher", True)):
+    elif "teacher" in loss.needs or (chain is not None and chain.needs_teacher):
         run.problems.append(
             f"teacher: method {loss.name!r} needs one. Fix: teacher=<model config>, e.g. teacher=tiny"
         )
     run.data.append((f"data {config['data'].get('source')}", _data_location(config["data"]), "data.path"))
-    sizes = {id(s): model_size(s, places) for _, s, _ in run.models}
-    _pipeline_needs(run, pipeline, policy, teacher, sizes, places)
-    _training_needs(run, config, loss, policy, teacher, reference, sizes)
+    sizes = Sizes(places)
+    if chain is not None:
+        _pipeline_needs(run, chain, policy, teacher, sizes)
+    _training_needs(run, loss, module, sizes)
     if config.get("eval"):
         _eval_needs(run, config["eval"], places)
     return run
@@ -345,46 +356,45 @@ def _teachers(teacher) -> tuple[list[ModelSpec], list[str]]:
     return [t for t in teachers if isinstance(t, ModelSpec)], problems
 
 
-def _pipeline_needs(run, pipeline: dict, policy, teacher, sizes, places) -> None:
-    prepare = pipeline.get("prepare") or {}
-    if not prepare:
-        return
-    name = str(prepare.get("_target_", "")).rsplit(".", 1)[-1]
-    for role, key in (("teacher", "sft_teacher"), ("policy", "sft_student"), ("policy", "sft")):
-        spec = teacher if role == "teacher" else policy
-        if prepare.get(key) and spec is not None and sizes.get(id(spec)):
-            run.stages.append(f"sft {role}")
-            run.phases.append(sft_phase(f"sft {role}", spec, sizes[id(spec)]))
-    for stage, role in _PIPELINE_STAGES.get(name, [(name, None)]):
-        run.stages.append(stage)
-        spec = {"teacher": teacher, "policy": policy}.get(role)
-        if spec is not None and sizes.get(id(spec)):
-            run.phases.append(inference_phase(stage, spec, sizes[id(spec)]))
-    scorer = str(prepare.get("scorer") or "")
-    if scorer.startswith("reward_model:"):
-        run.models.append(("scorer", ModelSpec(scorer.split(":", 1)[1]), "pipeline.prepare.scorer"))
-    if (prepare.get("sampler") or {}).get("backend") == "vllm" and not _installed("vllm"):
+def _pipeline_needs(run: RunNeeds, chain, policy, teacher, sizes: Sizes) -> None:
+    """The chain's stages (``Chain.stages``) and the memory of each that loads a model: an SFT (or reward-model)
+    stage trains it, a sampling or scoring stage holds it for inference."""
+    run.pipeline = chain.stages(policy, teacher)
+    for stage in run.pipeline:
+        run.stages.append(stage.name)
+        for role, spec in stage.models:
+            if spec is None:
+                continue
+            if role not in ("student", "teacher") and spec not in (policy, teacher):  # a scorer, a reward model
+                run.models.append((role, spec, "pipeline.prepare.step.scorer"))
+            size = sizes(spec)
+            if size is not None:
+                make = sft_phase if stage.trains else inference_phase
+                run.phases.append(make(f"{stage.name} ({role})", spec, size))
+    if chain.sampler.backend == "vllm" and not _installed("vllm"):
         run.problems.append("vLLM (pipeline.prepare.sampler.backend=vllm) is not installed. Fix: pip install "
                             "'prefdistill[vllm]' on a CUDA machine, or pipeline.prepare.sampler.backend=hf")  # fmt: skip
 
 
-def _training_needs(run, config: dict, loss, policy, teacher, reference, sizes) -> None:
-    module = config.get("module") or {}
+def _training_needs(run: RunNeeds, loss, module, sizes: Sizes) -> None:
+    """Training's memory from what ``module`` says it holds (``held_models()``): the policy trained, the frozen
+    copies beside it in every step, and one phase per pass that fills a cache (the policy plus that model)."""
     run.stages.append(f"train {loss.name} ({loss.kind})")
-    if not sizes.get(id(policy)):
+    if module is None:
         return
-    frozen = []
-    if "reference" in loss.needs and not policy.lora and not module.get("reference_cache"):
-        ref = reference or policy
-        frozen.append(("reference", ref, sizes.get(id(ref)) or sizes[id(policy)]))
-    if loss.kind == "token" and teacher is not None and not module.get("teacher_cache"):
-        local = teacher if isinstance(teacher, (list, tuple)) else [teacher]  # a served one holds no weights
-        frozen += [("teacher", t, sizes[id(t)]) for t in local if sizes.get(id(t))]
-    optimizer = str((module.get("optimizer") or {}).get("name", "adamw"))
-    trainee = Trainee(
-        policy, sizes[id(policy)], optimizer, tuple(frozen), not module.get("optimizer_in_backward")
-    )
+    run.held = module.held_models()
+    for h in run.held:  # a reference of its own (module.reference) must resolve too
+        if h.role == "reference" and h.loads and h.spec != module.policy_spec:
+            run.models.append(("reference", h.spec, "module.reference.name_or_path"))
+    policy = sizes(module.policy_spec)
+    if policy is None:
+        return
+    frozen = tuple((h.role, h.spec, sizes(h.spec) or policy) for h in run.held if h.how == "frozen")
+    trainee = Trainee(module.policy_spec, policy, module.optimizer_name, frozen, not module.optimizer_in_backward)
     run.phases.append(Phase("training", lambda hw: training_memory(trainee, hw)))
+    for h in run.held:
+        if h.how == "pass" and sizes(h.spec) is not None:
+            run.phases.append(pass_phase(f"{h.role} pass ({h.note or 'cache'})", trainee, h.spec, sizes(h.spec)))
 
 
 def _eval_needs(run, suite: dict, places) -> None:
@@ -421,10 +431,15 @@ class Plan:
     capacity: tuple[int | None, str]
     memory: dict[str, dict[str, float]]
     problems: list[str]
+    held: list = field(default_factory=list)  # the training module's HeldModel s (per rank)
+    pipeline: list = field(default_factory=list)  # the data chain's PlannedStage s
 
     def render(self) -> str:
         lines = ["preflight plan", "  stages: " + " -> ".join(self.stages)]
         lines += [f"  {r.label}: {r.source or 'MISSING'}" for r in self.resolved]
+        if self.held:
+            lines.append("  training holds, per rank:")
+            lines += [f"    {h.describe()}" for h in self.held]
         lines.append(f"  memory per device, at least (hardware={self.hardware.name}: {self.capacity[1]}):")
         for phase, parts in self.memory.items():
             detail = " + ".join(f"{k} {gib(v)}" for k, v in parts.items() if v)
@@ -457,7 +472,7 @@ def plan_run(run: RunNeeds, hw: Hardware, places: Places, *, cuda: tuple[int, in
     capacity = device_memory(hw, cuda[1], host)
     problems += memory_problems(run.phases, hw, capacity[0], hardware_profiles(cuda[1], host))
     memory = {p.name: p.estimate(hw) for p in run.phases}
-    return Plan(run.stages, resolved, hw, capacity, memory, problems)
+    return Plan(run.stages, resolved, hw, capacity, memory, problems, run.held, run.pipeline)
 
 
 def _cuda() -> tuple[int, int | None]:
@@ -469,13 +484,15 @@ def _cuda() -> tuple[int, int | None]:
 
 
 def check(
-    config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, *, places: Places | None = None
-) -> Plan:
-    """The entry point's preflight: ``config`` is its resolved config as plain dicts. Logs the plan and
+    config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, *, module=None, chain=None,
+    places: Places | None = None,
+) -> Plan:  # fmt: skip
+    """The entry point's preflight: ``config`` is its resolved config as plain dicts, ``module`` and ``chain`` the
+    training module and data chain built from it (nothing loaded; see :func:`needs_of`). Logs the plan and
     returns it; raises :class:`PreflightError` listing every problem."""
     places = places or Places.here()
     cuda = _cuda()
-    run = needs_of(config, policy, teacher, loss, places)
+    run = needs_of(config, policy, teacher, loss, places, module=module, chain=chain)
     plan = plan_run(
         run,
         hardware_of(config.get("hardware") or {}, config.get("trainer") or {}, cuda[0]),

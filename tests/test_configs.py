@@ -33,9 +33,15 @@ def test_every_config_composes(path, tmp_path):
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
 
 
+def _recipe_users(stem: str) -> list:
+    """The group files that include recipe ``stem``, directly or through other recipes."""
+    direct = [p for p in CONFIGS.rglob("*.yaml") if f"/recipe/{stem}@" in p.read_text() and p.stem != stem]
+    return [user for p in direct for user in (_recipe_users(p.stem) if p.parent.name == "recipe" else [p])]
+
+
 @pytest.mark.parametrize("path", sorted((CONFIGS / "recipe").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_recipe_is_included_and_composes(path, tmp_path):
-    users = [p for p in CONFIGS.rglob("*.yaml") if f"/recipe/{path.stem}@" in p.read_text()]
+    users = _recipe_users(path.stem)
     assert users, f"{path} is included by no config"
     for user in users:
         group = user.parent.relative_to(CONFIGS).as_posix()

@@ -26,7 +26,7 @@ EXPERIMENTS = sorted(
 
 _offline = pytest.fixture(autouse=True)(offline_private_cache)  # every test here
 
-PAD_DATA = {"pipeline.prepare.n": 4, "pipeline.prepare.k": 5, "pipeline.prepare.alpha": 0.0,
+PAD_DATA = {"pipeline.prepare.step.n": 4, "pipeline.prepare.step.k": 5, "pipeline.prepare.step.alpha": 0.0,
             "data.source": "ultrafeedback", "model.name_or_path": "google/gemma-2-2b-it",
             "teacher.name_or_path": "google/gemma-2-9b-it", "module.optimizer.lr": 8.0e-7,
             "data.batch_size": 2, "trainer.accumulate_grad_batches": 32}  # fmt: skip
@@ -40,7 +40,7 @@ GPT2_HH = {"method.name": "dpo", "method.beta": 0.1, "data.source": "hh_rlhf", "
 # What the sources give, checked where it matters (the run test below covers every file regardless).
 EXPECTED = {
     "pad_gemma2_ultrafeedback": {**PAD_DATA, "method.name": "pad_pd", "method.beta": 10.0,
-                                 "pipeline.prepare.mcq_filter": True, "pipeline.data.record_type": "listwise"},
+                                 "pipeline.prepare.step.mcq_filter": True, "pipeline.data.record_type": "listwise"},
     "pad_gemma2_ultrafeedback_dpo": {**PAD_DATA, "method.name": "dpo", "pipeline.data.record_type": "pairwise"},
     "pad_gemma2_ultrafeedback_simpo": {**PAD_DATA, "method.name": "simpo", "method.beta": 10.0,
                                        "method.gamma_beta_ratio": 0.3, "pipeline.data.record_type": "pairwise"},
@@ -113,20 +113,23 @@ def tiny_overrides(tmp_path, name: str, extra: tuple[str, ...] = ()) -> list[str
         out.append("teacher=tiny")
     if cfg.get("eval"):
         out.append("~eval")  # drops the suite the experiment selects (`eval=null` cannot undo an override)
-    if "sampling" in prepare:
+    if prepare.get("sampling"):
         out.append("pipeline.prepare.sampling.max_new_tokens=4")
     if (prepare.get("sampler") or {}).get("backend", "hf") != "hf":
         out.append("pipeline.prepare.sampler.backend=hf")
-    if prepare.get("mcq_filter"):
-        out.append("pipeline.prepare.mcq_filter=false")  # a random tiny teacher splits no list
-    if prepare.get("alpha") == 0:
+    step = prepare.get("step") or OmegaConf.create({})
+    if step.get("mcq_filter"):
+        out.append("pipeline.prepare.step.mcq_filter=false")  # a random tiny teacher splits no list
+    if step.get("alpha") == 0:
         # a random tiny teacher gives every MCQ option the floor probability: MCQ-only scores tie, and
         # tied lists make no pair; its log-likelihood breaks the ties
-        out.append("pipeline.prepare.alpha=0.5")
-    if "eval.reward" in str(OmegaConf.to_container(prepare).get("scorer")):  # the eval suite's reward model, dropped above
-        out.append("pipeline.prepare.scorer=teacher_likelihood")
-    if "${pipeline.sft}" in str(OmegaConf.to_container(prepare)):  # the SFT recipe is used
+        out.append("pipeline.prepare.step.alpha=0.5")
+    if "eval.reward" in str(OmegaConf.to_container(step).get("scorer")):  # the eval suite's reward model, dropped above
+        out.append("pipeline.prepare.step.scorer=teacher_likelihood")
+    if "${pipeline.sft" in str(OmegaConf.to_container(prepare)):  # an SFT recipe is used
         out += ["pipeline.sft.max_steps=1", "pipeline.sft.batch_size=2"]
+        for role in ("sft_student", "sft_teacher"):  # a recipe an experiment sets apart from pipeline.sft
+            out += [f"pipeline.{role}.max_steps=1", f"pipeline.{role}.batch_size=2"]
     base = compose_train(tmp_path, [f"data={data}", "hardware=cpu"])
     shrunk = compose_train(tmp_path, [f"experiment={name}", *extra, *out])
     out += _resets("data", OmegaConf.to_container(base.data), OmegaConf.to_container(shrunk.data), set(small))
@@ -156,7 +159,8 @@ def test_experiment_composes_with_its_sources_settings(name, tmp_path):
     instantiate(cfg.model)
     if cfg.get("teacher"):
         instantiate(cfg.teacher)
-    if "teacher" in loss.needs or (cfg.get("pipeline") and cfg.pipeline.get("needs_teacher", True)):
+    chain = instantiate(cfg.pipeline.prepare) if cfg.get("pipeline") else None  # builds, runs nothing
+    if "teacher" in loss.needs or (chain is not None and chain.needs_teacher):
         assert cfg.get("teacher"), f"{name}: its method or pipeline needs a teacher"
     optimizer = instantiate(cfg.module.optimizer)([torch.nn.Parameter(torch.zeros(2))])
     assert optimizer.param_groups[0]["lr"] == cfg.module.optimizer.lr

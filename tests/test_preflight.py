@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from train_helpers import CONFIGS, REPO, compose_train
+from train_helpers import CONFIGS, REPO, assert_plan_is_what_ran, compose_train, record_run
 
 from prefdistill import memory as M
 from prefdistill import preflight as P
@@ -309,3 +309,48 @@ def test_usage_line_fails_at_once_with_one_message(tmp_path):
         assert "memory: training needs at least 50.2 GiB per device" in err
     assert not (tmp_path / "cache" / "stages").exists(), "no stage started"
     assert took < 90, f"{took:.1f} s"  # 9.8 s of CPU (most of it importing lightning); slower on busy cores
+
+
+# -- the plan is what the run loads, for every setting that changes what is held -------------------------------
+LORA = "model.lora={r: 4, target_modules: [q_proj, v_proj]}"
+HELD_SETTINGS = {  # name: (overrides, the (role, how) the module reports)
+    "dpo": ([], [("policy", "trained"), ("reference", "pass")]),  # cache auto, full fine-tuning
+    "dpo-no-cache": (["module.reference_cache=null"], [("policy", "trained"), ("reference", "frozen")]),
+    "dpo-lora": ([LORA], [("policy", "trained"), ("reference", "shared")]),
+    "dpo-lora-no-cache": ([LORA, "module.reference_cache=null"], [("policy", "trained"), ("reference", "shared")]),
+    "dpo-own-reference": (["teacher=tiny", "module.reference=${teacher}"], [("policy", "trained"), ("reference", "pass")]),
+    "dpo-ld_alpha": (["method.ld_alpha=0.5"], [("policy", "trained"), ("reference", "frozen")]),  # cache turned off
+    "dpo-sync": (["module.sync_reference={every_steps: 1}"], [("policy", "trained"), ("reference", "frozen")]),
+    "kto-no-cache": (["method=kto", "data=demo_unpaired", "module.reference_cache=null"],
+                     [("policy", "trained"), ("reference", "frozen")]),
+    "simpo": (["method=simpo"], [("policy", "trained")]),  # reference-free
+    "kd": (["method=kd_fkl", "teacher=tiny"], [("policy", "trained"), ("teacher", "frozen")]),
+    "kd-teacher-cache": (["method=kd_fkl", "teacher=tiny", "module.teacher_cache=${paths.cache_dir}/topk"],
+                         [("policy", "trained"), ("teacher", "pass")]),
+    "uld": (["method=uld", "teacher=tiny", "teacher.tokenizer=OTHER"], [("policy", "trained"), ("teacher", "pass")]),
+    "gold": (["method=gold", "teacher=tiny", "teacher.tokenizer=OTHER"], [("policy", "trained"), ("teacher", "pass")]),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tmp_path_factory):
+    from prefdistill.models.tiny_tokenizer import build
+
+    return str(build(tmp_path_factory.mktemp("tok") / "small", vocab_size=400))
+
+
+@pytest.mark.parametrize("name", sorted(HELD_SETTINGS))
+def test_plan_holds_what_a_one_step_run_loads(name, tiny_cfg, monkeypatch, other_tokenizer):
+    """For each setting that changes what a module holds, the plan lists it (and its memory: a frozen copy is in
+    the training phase, a cache pass is a phase of its own) and a one-step run loads exactly that."""
+    overrides, expected = HELD_SETTINGS[name]
+    overrides = [o.replace("OTHER", other_tokenizer) for o in overrides]
+    cfg = tiny_cfg(*overrides, "trainer.max_steps=1", "save_model=false")
+    seen = record_run(monkeypatch)
+    train(cfg)
+    assert_plan_is_what_ran(seen)
+    plan = seen["plan"]
+    assert [(h.role, h.how) for h in plan.held] == expected
+    frozen = {h.role for h in plan.held if h.how == "frozen"}
+    assert set(plan.memory["training"]) - {"weights", "gradients", "optimizer"} == frozen
+    assert len([p for p in plan.memory if " pass " in p]) == len([h for h in plan.held if h.how == "pass"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from train_helpers import CONFIGS, REPO, assert_sane_losses, method_loss
+from train_helpers import CONFIGS, REPO, assert_plan_is_what_ran, assert_sane_losses, method_loss, record_run
 
 from prefdistill.losses import list_losses
 from prefdistill.train import train
@@ -47,9 +47,13 @@ def test_every_registered_loss_has_a_method_file():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_fast_dev_run(method, tiny_cfg):
+def test_fast_dev_run(method, tiny_cfg, monkeypatch):
+    """Every method file runs a step, and preflight's plan (models held per rank, the chain's stages) is what the
+    run loaded (``assert_plan_is_what_ran``)."""
     cfg = tiny_cfg(f"method={method}", "debug=fdr", *_extra_overrides(method))
+    seen = record_run(monkeypatch)
     assert_sane_losses(train(cfg), cfg.paths.output_dir)
+    assert_plan_is_what_ran(seen)
 
 
 def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path):

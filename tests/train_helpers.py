@@ -50,8 +50,10 @@ def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_nam
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from prefdistill.utils.config_groups import register_config_groups
     from prefdistill.utils.run import register_resolvers
 
+    register_config_groups()
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
@@ -97,6 +99,91 @@ def offline_private_cache(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("PREFDISTILL_CACHE", str(tmp_path / "pd_cache"))
+
+
+def model_key(spec) -> tuple:
+    """A loaded model as the plan/run comparison names it: where it comes from and, for a random init, its seed."""
+    return spec.name_or_path, spec.seed if spec.random_init is not None else None
+
+
+def record_run(monkeypatch) -> dict:
+    """Watch a ``train()`` run in this process: every ``load_model`` call as ``(model_key, trainable, phase)``
+    (phase ``pipeline`` while the data chain runs, else ``training``), the preflight plan, and the training
+    module built after the chain (``modules``: every module ``RunObjects.module`` built, preflight's first)."""
+    import sys
+
+    import prefdistill.models.load as loading
+    from prefdistill import train as entry
+    from prefdistill.pipeline import Chain
+
+    seen = {"loads": [], "phase": "training", "plan": None, "modules": []}
+    original = loading.load_model
+
+    def load_model(spec, *args, trainable=True, **kwargs):
+        seen["loads"].append((model_key(spec), trainable, seen["phase"]))
+        return original(spec, *args, trainable=trainable, **kwargs)
+
+    load_model.original = original
+    for module in [m for name, m in sys.modules.items() if name.startswith("prefdistill")]:
+        found = getattr(
+            module, "load_model", None
+        )  # (a module imported under an earlier recorder holds that one)
+        if found is not None and getattr(found, "original", found) is original:
+            monkeypatch.setattr(module, "load_model", load_model)
+    run_chain, check, build = Chain.__call__, entry.check, entry.RunObjects.module
+
+    def chain_call(self, *args, **kwargs):
+        seen["phase"] = "pipeline"
+        try:
+            return run_chain(self, *args, **kwargs)
+        finally:
+            seen["phase"] = "training"
+
+    def checked(*args, **kwargs):
+        seen["plan"] = check(*args, **kwargs)
+        return seen["plan"]
+
+    def built(self, *args, **kwargs):
+        seen["modules"].append(build(self, *args, **kwargs))
+        return seen["modules"][-1]
+
+    from prefdistill.modules import PolicyModule
+
+    configure = PolicyModule.configure_model
+
+    def configure_model(self):
+        before, seen["phase"] = seen["phase"], "configure" if seen["phase"] == "training" else seen["phase"]
+        try:
+            return configure(self)
+        finally:
+            seen["phase"] = before
+
+    monkeypatch.setattr(PolicyModule, "configure_model", configure_model)
+    monkeypatch.setattr(Chain, "__call__", chain_call)
+    monkeypatch.setattr(entry, "check", checked)
+    monkeypatch.setattr(entry.RunObjects, "module", built)
+    return seen
+
+
+def assert_plan_is_what_ran(seen: dict) -> None:
+    """Preflight's plan equals what the run loaded: the training module holds what the planned one said it
+    would (role, how, cache); setting the module up loaded exactly the models it holds in training (the policy
+    trained, frozen copies); anything it loaded later is a cache pass's model (loaded for one pass, and only when
+    that cache is filled after step 0); and the chain loaded exactly the models its planned stages name."""
+    plan, (planned, *_, trained) = seen["plan"], seen["modules"]
+    describe = lambda held: [(h.role, h.how, h.cache) for h in held]  # noqa: E731
+    assert describe(plan.held) == describe(planned.held_models()) == describe(trained.held_models())
+    held = trained.held_models()
+    at_setup = {(key, trainable) for key, trainable, phase in seen["loads"] if phase == "configure"}
+    assert at_setup == {(model_key(h.spec), h.how == "trained") for h in held if h.in_training}, (
+        at_setup,
+        held,
+    )
+    later = {(key, trainable) for key, trainable, phase in seen["loads"] if phase == "training"}
+    assert later <= {(model_key(h.spec), False) for h in held if h.how == "pass"}, (later, held)
+    if not any(stage.trains for stage in plan.pipeline):  # (an SFT'd model loads from the folder it made)
+        chain_loads = {key for key, _, phase in seen["loads"] if phase == "pipeline"}
+        assert chain_loads == {model_key(spec) for stage in plan.pipeline for _, spec in stage.models}
 
 
 # -- Lightning callbacks the subprocess tests inject with +callbacks.<name>._target_=train_helpers.<Class>

@@ -1,5 +1,5 @@
 """The method comparison of a runs table as markdown, one row per run, formatted as
-``evaluate.py compare=...`` formats its tables (:func:`prefdistill.eval.report.markdown_table`)."""
+``evaluate.py compare=...`` formats its tables (:func:`prefdistill.utils.markdown.markdown_table`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def comparison_table(table: pd.DataFrame, columns: Sequence[tuple[str, str]] | N
     """The method comparison as a markdown table, one row per run (columns:
     :func:`comparison_columns`), with the evaluation's footnotes naming its scorers and a note
     listing the runs without metrics.json."""
-    from prefdistill.eval.report import footnotes, markdown_table
+    from prefdistill.eval.report import footnotes
+    from prefdistill.utils.markdown import markdown_table
 
     columns = comparison_columns(table) if columns is None else list(columns)
     header = [h for _, h in columns]

@@ -272,3 +272,12 @@ class ThroughputMonitor(L.Callback):
                 on_epoch=False,
                 batch_size=1,
             )
+
+
+def fit_totals(trainer) -> dict:
+    """The run totals of ``trainer``'s :class:`ThroughputMonitor` (``{tokens, forward_tokens, fit_s}``), or
+    ``{}`` when it has none (the cost record then says training's tokens are unknown)."""
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, ThroughputMonitor):
+            return callback.totals()
+    return {}

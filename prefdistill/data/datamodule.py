@@ -9,7 +9,8 @@ setting that comes from the model, so it is handed over with :meth:`connect` bef
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))   # keys: see prefdistill.data.collate
 
-``splits`` maps our split names (train/validation/test) to the source's; a ``null``
+``splits`` maps our split names (train/validation/test) to the source's, optionally with a row range
+(``train: "train[500:]"``, the ``datasets`` syntax; :func:`~prefdistill.data.loading.split_slice`); a ``null``
 validation split is carved from train (``val_fraction``, seeded), a ``null`` test split
 falls back to validation (logged). A ``path`` that is a single file is the train split
 (whatever the source's split names); give a folder of ``<split>.jsonl`` files for more. After ``setup``, ``self.stats[split]`` holds the

@@ -1,4 +1,4 @@
-"""Generate the shipped demo datasets (``prefdistill/assets/data/{demo,demo_scored,demo_lists}/``).
+"""Generate the shipped demo datasets (``prefdistill/assets/data/{demo,demo_scored,demo_lists,demo_correctness}/``).
 
 Seven templated task families -- arithmetic, capitals, opposites, unit conversions,
 spelling/counting, everyday facts and one-sentence summaries -- each with varied
@@ -17,6 +17,8 @@ Two derived sets are built from the same rows (see :mod:`prefdistill.data.demo_g
 
 * ``demo_scored`` -- the ``demo`` pairs plus ``chosen_score``/``rejected_score`` = ROUGE-L F1
   against the task's reference answer (for PLaD's margin loss);
+* ``demo_correctness`` -- the rows with an exact-match answer, rejected = the plausible wrong answer in
+  the chosen answer's own sentence (for a reward model of correctness);
 * ``demo_lists`` -- 200/40/40 of the same prompts, each with n=4 responses of graded quality
   and synthetic teacher ``scores`` (for listwise losses).
 
@@ -248,6 +250,7 @@ DATASETS = {  # shipped folder -> generator of its splits
     "demo": generate,
     "demo_scored": lambda seed: graded.scored_splits(generate(seed)),
     "demo_lists": lambda seed: graded.list_splits(task_splits(seed), seed),
+    "demo_correctness": lambda seed: graded.correctness_splits(task_splits(seed)),
 }
 
 

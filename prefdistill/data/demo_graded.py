@@ -1,4 +1,4 @@
-"""Derived shipped demo sets: ROUGE-L-scored pairs and graded lists with teacher scores.
+"""Derived shipped demo sets: ROUGE-L-scored pairs, graded lists with teacher scores, correctness pairs.
 
 Both are built by :mod:`prefdistill.data.demo` from its rows (same prompts, same splits)
 and written with it (``python -m prefdistill.data.demo``).
@@ -11,6 +11,12 @@ and written with it (``python -m prefdistill.data.demo``).
     is also ``chosen``, so ``chosen_score`` is 1.0; ``rejected_score`` measures how close the
     rejected answer is (a wrong value in the right sentence ~0.6-0.9, a rude or off-topic
     reply ~0), so the margin varies from pair to pair.
+
+``demo_correctness`` (for a reward model that must tell right from wrong, not polite from rude): every
+``demo`` row with an exact-match answer (the verifiable families), ``chosen`` its correct answer and
+``rejected`` the generator's plausible wrong answer *in the same sentence* ("55 + 39 = 94." vs
+"55 + 39 = 95."), also where the ``demo`` pair's rejected side is a rude reply; ids, ``family`` and
+``answer`` as in ``demo``, so exact match and the splits line up. Only correctness tells the two apart.
 
 ``demo_lists`` (for listwise losses such as PAD): the first 200/40/40 prompts of the demo
 train/validation/test splits whose task has a short answer form (every family but
@@ -65,6 +71,18 @@ def scored_splits(demo: dict[str, list[dict]]) -> dict[str, list[dict]]:
                 {**row, "chosen_score": score(row["chosen"]), "rejected_score": score(row["rejected"])}
             )
     return out
+
+
+def correctness_splits(tasks: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The ``demo_correctness`` pairs of ``demo.task_splits`` rows: correct vs plausible wrong, answered rows only."""
+    return {
+        split: [
+            {"id": r["id"], "prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["wrong"],
+             "family": r["kind"], "answer": r["answer"]}
+            for r in rows if r["answer"] is not None
+        ]
+        for split, rows in tasks.items()
+    }  # fmt: skip
 
 
 def graded_responses(row: dict, rng: random.Random) -> list[str]:

@@ -44,6 +44,7 @@ import codecs
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,15 +204,52 @@ def _load(path: str, split: str | None = "train", **kwargs):
     return datasets.load_dataset(path, split=split, **kwargs)
 
 
+_SLICE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def split_slice(split: str) -> tuple[str, slice | None]:
+    """``"train[500:]"`` -> ``("train", slice(500, None))``; a plain name -> ``(name, None)``.
+
+    The row-range syntax of ``datasets`` (``train[:100]``, ``train[100:200]``) so that one file can feed
+    two stages, e.g. PLaD's protocol of supervised training on one half of the training set and distillation
+    on the other. Local and shipped files take integer bounds; hub splits pass the string to ``datasets``,
+    which also reads percentages (``train[:10%]``)."""
+    if "[" not in split:
+        return split, None
+    m = _SLICE.match(split)
+    if m is None:
+        raise DataError(f"split {split!r}: use <split>[start:stop] with integer row bounds, e.g. 'train[:500]'")
+    to_int = lambda v: int(v) if v else None  # noqa: E731
+    return m.group("name"), slice(to_int(m.group("start")), to_int(m.group("stop")))
+
+
+def _sliced(rows, lines, rows_range: slice):
+    """``rows`` (a list or a ``datasets.Dataset``) and their line numbers cut to ``rows_range``."""
+    index = range(len(rows))[rows_range]
+    rows = rows[rows_range] if isinstance(rows, list) else rows.select(index)
+    return rows, None if lines is None else lines[rows_range]
+
+
 def read_rows(location: str, split: str, hub_kwargs: dict, on_bad_row: str, skipped: Counter):
-    """Return ``(label, rows, line_numbers_or_None)`` for one split of a hub id or local path."""
+    """Return ``(label, rows, line_numbers_or_None)`` for one split of a hub id or local path; ``split`` may
+    carry a row range (:func:`split_slice`)."""
     local = Path(location).expanduser()
-    if not local.exists():
-        try:
-            return f"{location}[{split}]", _load(location, split, **hub_kwargs), None
-        except Exception as err:  # datasets raises many types; re-raise with the location
-            offline = " (HF_DATASETS_OFFLINE is set: only cached datasets load)" if _offline() else ""
-            raise DataError(f"could not load dataset {location!r} split {split!r}{offline}: {err}") from err
+    name, rows_range = split_slice(split)
+    if local.exists():
+        label, rows, lines = _read_local(local, name, on_bad_row, skipped)
+        if rows_range is not None:
+            label += split[len(name) :]  # "train.jsonl[500:]"
+            rows, lines = _sliced(rows, lines, rows_range)
+        return label, rows, lines
+    try:
+        return f"{location}[{split}]", _load(location, split, **hub_kwargs), None
+    except Exception as err:  # datasets raises many types; re-raise with the location
+        offline = " (HF_DATASETS_OFFLINE is set: only cached datasets load)" if _offline() else ""
+        raise DataError(f"could not load dataset {location!r} split {split!r}{offline}: {err}") from err
+
+
+def _read_local(local: Path, split: str, on_bad_row: str, skipped: Counter):
+    """``(label, rows, line numbers or None)`` of a local file or a folder's ``<split>`` file."""
     file = _local_file(local, split)
     builder = _EXTENSIONS.get(file.suffix)
     if builder is None:

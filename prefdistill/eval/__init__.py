@@ -8,5 +8,4 @@
 * :mod:`~prefdistill.eval.alpaca`   AlpacaEval ``model_outputs.json`` export
 * :mod:`~prefdistill.eval.suites`   ``EvalSuite``: prompts, generation settings, scorers
 * :mod:`~prefdistill.eval.report`   results JSON, console / W&B tables, cross-run comparison
-* :mod:`~prefdistill.eval.cost`     a run's wall-clock seconds and tokens (pipeline stages + training)
 """

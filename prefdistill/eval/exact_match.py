@@ -142,6 +142,31 @@ def asserted_letters(output: str) -> set[str]:
     return {bare.lower()} if len(bare) == 1 else set()
 
 
+_ANY_ASSERTED_WORD = re.compile(r"""['"]([a-z][a-z-]*)['"]|(?:\bis|\bare|:)\s+([a-z][a-z-]*)""", re.I)
+
+
+def has_answer(family: str, output: str, answer: str, prompt: str = "") -> bool:
+    """Whether ``output`` gives *an* answer of ``family``'s kind, right or wrong (the degeneracy check).
+
+    Numbers: an asserted, unhedged number (the rule above). Capitals and opposites: a sentence naming the
+    expected answer or a rival. Reversals: the expected answer, or any word quoted or after *is*/*are*/*:*.
+    First letters: at least one asserted letter. ``"2 2122222 222102220."`` has a number but ``"9 = 9 = 9"``
+    for ``Calculate 15 + 3.`` has one too: a parseable answer is necessary for a live output, not sufficient,
+    which is why :mod:`prefdistill.eval.degeneracy` reports repetition and length beside it."""
+    if family in NUMERIC:
+        value, hedged = asserted_number(output, prompt)
+        return value is not None and not hedged
+    if family in WORDS:
+        want = _phrase(normalise(answer), family == "reverse")
+        patterns = [want, *rivals(family, answer, prompt)]
+        if family == "reverse":
+            patterns.append(_ANY_ASSERTED_WORD)
+        return any(p.search(normalise(output)) for p in patterns)
+    if family in LETTER:
+        return bool(asserted_letters(output))
+    raise ValueError(f"exact match: unknown family {family!r}; verifiable families: {FAMILIES}")
+
+
 def is_correct(family: str, output: str, answer: str, prompt: str = "") -> bool:
     """Whether ``output`` gives ``answer`` for a prompt of ``family`` (rules in the module docstring)."""
     if family in NUMERIC:

@@ -62,8 +62,12 @@ def job_order(path: Path) -> list:
 
 
 class CompareTable(Callback):
-    def __init__(self, reference_rows: bool = True):
+    """``reference_rows``: evaluate the Teacher / Base student / Initial student rows; ``paired_against``: row
+    labels every row is compared with, paired over prompts and seeds (``prefdistill/eval/paired.py``)."""
+
+    def __init__(self, reference_rows: bool = True, paired_against: list[str] | None = None):
         self.reference_rows = reference_rows
+        self.paired_against = list(paired_against or [])
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.utils import instantiate
@@ -102,6 +106,6 @@ class CompareTable(Callback):
                     if not (out / report.RESULTS_FILE).is_file():  # a re-run of the callback reuses them
                         evaluate_model(suite, spec, teacher=comparator, out_dir=out, label=label, wandb=None)
                     files.append(out / report.RESULTS_FILE)
-        table, _ = report.compare(files + jobs, out_dir=sweep)
+        table, _ = report.compare(files + jobs, out_dir=sweep, paired_against=self.paired_against)
         print(table, flush=True)
         log.info("comparison: %s", sweep / "compare.md")

@@ -4,7 +4,7 @@ One evaluation writes ``<out>/eval_results.json`` (metrics, scorer names, win-ra
 CIs, judge counts, a few example generations) and ``<out>/generations.jsonl`` (every output).
 The table has one row per run and the PLaD Table 1 columns -- word count, R-1, R-2, R-L, RM win rate
 vs the reference, T-S win rate -- plus exact-match accuracy, judge win rate, GSM8K accuracy, the
-offline scorer's columns and the row's cost (wall-clock seconds and tokens processed, ``cost.py``)
+offline scorer's columns and the row's cost (wall-clock seconds and tokens processed, ``utils/cost.py``)
 when present. Exact match and win rates show their bootstrap 95 % interval (``value [lo, hi]``) when
 the results hold one; exact match per task family follows as a second table. Offline-scorer columns
 are headed ``offline:`` and a footnote names the scorer: they are not reward-model numbers.
@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.cost import table_cost
+from prefdistill.utils.markdown import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,11 @@ RESULTS_FILE = "eval_results.json"
 COLUMNS = (
     ("word_count", "Word Count"),
     ("exact_match/overall", "EM (%)"),
+    ("guarded/exact_match", "Guarded EM"),
+    ("degeneracy/answer_rate", "Answered (%)"),
+    ("degeneracy/distinct2", "Dist-2 (%)"),
+    ("degeneracy/repeat2", "Rep-2 (%)"),
+    ("degeneracy/length_ratio", "Len/ref"),
     ("rouge1", "R-1"),
     ("rouge2", "R-2"),
     ("rougeL", "R-L"),
@@ -76,25 +83,6 @@ def _fmt(value) -> str:
     return f"{value:.2f}"
 
 
-def markdown_table(
-    header: Sequence[str],
-    body: Sequence[Sequence[str]],
-    left: Iterable[int] = (0,),
-    notes: Iterable[str] = (),
-) -> str:
-    """Aligned markdown table: columns in ``left`` left-aligned, the others right; ``notes`` (deduplicated)
-    follow it, indented."""
-    left = set(left)
-    widths = [max(len(r[j]) for r in [header, *body]) for j in range(len(header))]
-
-    def line(cells):
-        padded = [c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *map(line, body), *(f"  {n}" for n in dict.fromkeys(notes))])
-
-
 def _cell(metrics: dict, key: str) -> str:
     """The value, with its interval as ``value [lo, hi]`` when ``metrics`` has ``<key>/ci``."""
     ci = metrics.get(f"{key}/ci")
@@ -131,8 +119,6 @@ def family_table(rows: Sequence[tuple[str, dict]]) -> str | None:
 def table_row(result: dict, results_file: str | Path | None = None) -> dict:
     """A result's metrics for the table: plus each interval of :data:`CI_DETAILS` (``<key>/ci``) and,
     given the results file, the row's cost (``cost.table_cost``)."""
-    from prefdistill.eval.cost import table_cost
-
     row = dict(result.get("metrics", {}))
     for key, path in CI_DETAILS.items():
         node = result.get("details", {})
@@ -162,6 +148,12 @@ def footnotes(results: Iterable[dict]) -> list[str]:
             notes.append(
                 "EM = exact-match accuracy of the answer on the verifiable task families; [95 % bootstrap CI]"
             )
+        if "degeneracy/answer_rate" in r.get("metrics", {}):
+            notes.append("Answered = outputs giving an answer of their family's kind, right or wrong; Dist-2 = "
+                         "distinct word bigrams of all outputs; Rep-2 = repeated bigrams within an output; "
+                         "Len/ref = words vs the references' (prefdistill/eval/degeneracy.py)")  # fmt: skip
+        if "guarded/exact_match" in r.get("metrics", {}):
+            notes.append("Guarded EM = EM, minus 1000 where the outputs break the degeneracy guard")
     return notes
 
 
@@ -234,11 +226,15 @@ def format_mean_std_table(rows: Sequence[tuple[str, dict]], footnotes: Iterable[
     return markdown_table(header, body, notes=footnotes)
 
 
-def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> tuple[str, list[dict]]:
+def compare(
+    paths: Iterable[str | Path], out_dir: str | Path | None = None, *, paired_against: Sequence[str] = ()
+) -> tuple[str, list[dict]]:
     """The comparison table of every result found under ``paths``; saved as compare.md/.json.
 
     When a label repeats (the same row run with several seeds), ``compare.md`` holds one row per label with
-    ``mean ± std`` over its runs, and the table of every run is saved beside it as ``compare_per_seed.md``."""
+    ``mean ± std`` over its runs, and the table of every run is saved beside it as ``compare_per_seed.md``.
+    ``paired_against``: row labels (e.g. ``SFT``, ``Initial student``) every row is compared with, paired over
+    prompts and seeds on exact match (:mod:`prefdistill.eval.paired`), in a table after the others."""
     files = find_results(paths)
     results = [json.loads(f.read_text()) for f in files]
     rows = [(r.get("label") or f.parent.name, table_row(r, f)) for r, f in zip(results, files)]
@@ -257,6 +253,13 @@ def compare(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> t
         families = family_table([(label, {k: st["mean"] for k, st in m.items()}) for label, m in merged])
         if families is not None:
             table += "\n\n" + families.replace("(%):", "(%), mean over seeds:", 1)
+    if paired_against and any("exact_match/overall" in m for _, m in rows):
+        from prefdistill.eval import paired
+
+        entries = [(label, paired.seed_of(f), paired.correctness(f)) for (label, _), f in zip(rows, files)]
+        paired_section = paired.paired_table(entries, paired_against)
+        if paired_section is not None:
+            table += "\n\n" + paired_section
     if out_dir is not None:
         out_dir = Path(out_dir)
         if per_run is not None:

@@ -1,4 +1,4 @@
-"""Reward-model scoring and win rates (PLaD-style: OpenAssistant DeBERTa RM, logits[0]).
+"""Reward-model scoring (PLaD-style: OpenAssistant DeBERTa RM, logits[0]); the suites turn scores into win rates.
 
 A HF sequence-classification reward model scores ``(prompt, response)`` pairs; the score is
 ``logits[:, 0]``. How the pair becomes the model's input is ``input_format``:
@@ -12,7 +12,8 @@ A HF sequence-classification reward model scores ``(prompt, response)`` pairs; t
   token. Sequences over ``max_length`` keep their last tokens (the response and the score position).
 
 A candidate "wins" against a comparator (dataset reference, or the teacher's output for
-the T-S win rate) on a prompt when its score is higher; ties count 1/2 (``metrics.outcomes``).
+the T-S win rate) on a prompt when its score is higher; ties count 1/2 (``metrics.outcomes``, applied by
+``suites.EvalSuite.score``).
 
     rm = RewardModel("OpenAssistant/reward-model-deberta-v3-large-v2", batch_size=8)
     rm = RewardModel("path/to/rm_folder", input_format="chat")    # save_pretrained of a causal-LM RM
@@ -32,7 +33,6 @@ import torch
 
 from prefdistill.data.records import Prompt
 from prefdistill.data.templates import PromptEncoder, render_raw_prompt
-from prefdistill.eval.metrics import outcomes, win_rate
 
 log = logging.getLogger(__name__)
 
@@ -137,34 +137,3 @@ class RewardModel:
             for i, s in zip(idx, logits[:, 0].tolist()):
                 scores[i] = s
         return scores
-
-
-def scorer_win_rate(
-    scorer,
-    prompts: Sequence[Prompt],
-    candidates: Sequence[str],
-    comparators: Sequence[str],
-    references: Sequence[str] | None = None,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    candidate_scores: Sequence[float] | None = None,
-) -> dict:
-    """Win rate (%) of ``candidates`` over ``comparators`` under ``scorer``; ties 1/2, bootstrap CI.
-
-    ``candidate_scores`` may be passed when already computed (the same candidates against the
-    reference and the teacher). Returns the ``metrics.win_rate`` summary plus both mean scores.
-    """
-    cand = (
-        list(candidate_scores)
-        if candidate_scores is not None
-        else scorer.score(prompts, candidates, references)
-    )
-    comp = scorer.score(prompts, comparators, references)
-    summary = win_rate(outcomes(cand, comp), n_boot=n_boot, seed=seed)
-    summary.update(
-        scorer=scorer.name,
-        candidate_mean=sum(cand) / max(len(cand), 1),
-        comparator_mean=sum(comp) / max(len(comp), 1),
-    )
-    return summary

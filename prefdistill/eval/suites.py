@@ -29,9 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prefdistill.data.records import Prompt
+from prefdistill.eval import degeneracy as DG
 from prefdistill.eval import exact_match as EM
 from prefdistill.eval import metrics as M
 from prefdistill.eval.cache import cached
+from prefdistill.eval.degeneracy import DegeneracyGuard
 from prefdistill.eval.reward import prompt_text
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ Please show your final answer in the `answer` field, e.g.,`"answer": "42"`.
 """
 
 
+def _last_turn(prompt) -> str:
+    return prompt if isinstance(prompt, str) else prompt[-1]["content"]
+
+
 @dataclass
 class Example:
     id: str
@@ -80,6 +86,8 @@ class EvalSuite:
     generation: dict = field(default_factory=dict)  # SamplingParams fields
     rouge: bool = True
     exact_match: bool = False  # task pairs: accuracy against the rows' `answer` / `family` fields
+    degeneracy: bool = False  # task pairs: answer rate, distinct-2, repeated bigrams, length vs reference
+    guard: dict | None = None  # DegeneracyGuard bounds: adds guarded/exact_match (a search's objective)
     teacher_win_rate: bool = True  # generate with the teacher (when there is one) for the T-S win rate
     reward: object | None = None
     offline: Callable | None = None  # partial: offline(model_spec=...) -> scorer
@@ -101,6 +109,12 @@ class EvalSuite:
             raise ValueError(f"eval task must be one of {TASKS}, got {self.task!r}")
         if self.exact_match and self.task != "pairs":
             raise ValueError(f"eval suite {self.name!r}: exact_match needs task 'pairs', got {self.task!r}")
+        if self.degeneracy and self.task != "pairs":
+            raise ValueError(f"eval suite {self.name!r}: degeneracy needs task 'pairs', got {self.task!r}")
+        if self.guard is not None and not (self.degeneracy and self.exact_match):
+            raise ValueError(f"eval suite {self.name!r}: guard bounds exact match by the degeneracy metrics; "
+                             "it needs exact_match: true and degeneracy: true")  # fmt: skip
+        self._guard = DegeneracyGuard(**self.guard) if self.guard is not None else None
 
     # --- prompts --------------------------------------------------------------------------------
     def load_examples(self) -> list[Example]:
@@ -158,9 +172,9 @@ class EvalSuite:
         """The jsonl file of the evaluated split (shipped or local data: where the answers are stored)."""
         from pathlib import Path
 
-        from prefdistill.data.loading import shipped_dir
+        from prefdistill.data.loading import shipped_dir, split_slice
 
-        source, split = d.get("source", "shipped"), d.get("split", "test")
+        source, (split, _) = d.get("source", "shipped"), split_slice(d.get("split", "test"))
         if source not in ("shipped", "local"):
             raise ValueError(f"eval suite {self.name!r}: exact_match reads the answers from a shipped or "
                              f"local jsonl split, not from data source {source!r}")  # fmt: skip
@@ -193,6 +207,16 @@ class EvalSuite:
                 [ex.prompt for ex in examples], n_boot=self.n_boot, seed=self.seed,
             )  # fmt: skip
             metrics.update(em)
+        if self.degeneracy:
+            answers = [ex.gold for ex in examples] if self.exact_match else [None] * len(examples)
+            degenerate, per_degenerate = DG.score(
+                outputs, refs, [ex.family for ex in examples], answers, [_last_turn(ex.prompt) for ex in examples]
+            )  # fmt: skip
+            metrics.update(degenerate)
+            per.update(per_degenerate)
+        if self._guard is not None:
+            metrics["guarded/exact_match"] = self._guard.guarded_value(metrics["exact_match/overall"], metrics)
+            details["guarded/failures"] = self._guard.failures(metrics)
         if self.task == "gsm8k":
             graded = [M.gsm8k_correct(o, ex.gold) for o, ex in zip(outputs, examples)]
             per["correct"] = [c for c, _ in graded]

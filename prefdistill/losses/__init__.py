@@ -1,7 +1,8 @@
 """Loss registry. ``get_loss(name, **hparams)`` -> a pure function with declared needs.
 
 Every module of this package is imported here, so each registers its losses on import: a new loss
-module is found without editing any list. A module that fails to import fails loudly here.
+module is found without editing any list. A module that fails to import fails loudly here. (``__main__``
+is the package's command line, ``python -m prefdistill.losses --write docs/losses.md``: run, not imported.)
 """
 
 import importlib
@@ -28,9 +29,8 @@ from prefdistill.losses.registry import (
     resolve_name,
 )
 
-_NOT_LOSSES = {"table"}  # renders the README's loss table from the registry (python -m prefdistill.losses.table)
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _NOT_LOSSES:
+    if _module.name != "__main__":
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [

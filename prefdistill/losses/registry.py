@@ -118,7 +118,7 @@ def register(
     checkpoints and passes back as ``state=`` on every call (e.g. BCO's reward mean); the loss
     returns the updated state in ``LossOutput.state``. ``renamed`` maps old hyper-parameter names
     to current ones (accepted with a warning). ``summary`` (default: the first line of ``fn``'s
-    docstring) is the one-line description the README's loss table shows. A loss built from others
+    docstring) is the one-line description the loss table (docs/losses.md) shows. A loss built from others
     (the weighted mixture) declares ``open_hparams=True`` (it takes its parts' hyper-parameters,
     which its ``validate`` checks) and a ``state`` that is a function of its hyper-parameters.
     ``teacher_formats`` names the stored teacher formats a token loss reads correctly
@@ -230,7 +230,7 @@ def resolve_name(name: str) -> str:
     raise KeyError(
         f"unknown loss {name!r}; registered losses: {', '.join(list_losses())}; aliases: "
         f"{', '.join(sorted(ALIASES))}. Every module under prefdistill/losses/ registers its losses on "
-        "import: a new loss needs @register(...) in such a module (nothing else to edit)."
+        "import: a new loss needs @register(...) in such a module."
     )
 
 

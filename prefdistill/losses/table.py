@@ -1,7 +1,7 @@
 """The table of every registered loss, rendered from the registry (so the two cannot drift apart).
 
-    python -m prefdistill.losses.table                  # print the table
-    python -m prefdistill.losses.table --write docs/losses.md  # replace the table between the markers in docs/losses.md
+    python -m prefdistill.losses                        # print the table
+    python -m prefdistill.losses --write docs/losses.md  # replace the table between the markers in docs/losses.md
 
 One row per registered loss: name, kind, aliases (e.g. TRL's ``loss_type`` names), what the training module
 must provide with the default hyper-parameters (``needs``), the hyper-parameters with their defaults, a
@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from prefdistill.eval.report import markdown_table
 from prefdistill.losses.registry import REGISTRY, LossSpec, get_loss
+from prefdistill.utils.markdown import markdown_table
 
 BEGIN, END = "<!-- losses:begin -->", "<!-- losses:end -->"
 HEADER = ("Loss", "Kind", "Aliases", "Needs (defaults)", "Hyper-parameters (defaults)", "What", "Source")
@@ -83,7 +83,3 @@ def main(argv: list[str] | None = None) -> None:
         print(render())
         return
     args.write.write_text(replace(args.write.read_text()))
-
-
-if __name__ == "__main__":
-    main()

@@ -45,8 +45,3 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_S) -> bool:
     from huggingface_hub import constants
 
     return _probe(constants.ENDPOINT, timeout)
-
-
-def reset_hub_probe() -> None:
-    """Forget the cached probe result (tests; or after the network came back)."""
-    _probe.cache_clear()

@@ -6,18 +6,15 @@ import inspect
 
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.distill import DistillModule
+from prefdistill.modules.held import HeldModel
 from prefdistill.modules.listwise import ListwiseModule
 from prefdistill.modules.preference import PreferenceModule
 from prefdistill.modules.reward import RewardModule
 from prefdistill.modules.unpaired import UnpairedModule
 
 MODULES_BY_KIND: dict[str, type[PolicyModule]] = {
-    "pairwise": PreferenceModule,
-    "token": DistillModule,
-    "listwise": ListwiseModule,
-    "unpaired": UnpairedModule,
-    "reward": RewardModule,
-}
+    cls.kind: cls for cls in (PreferenceModule, DistillModule, ListwiseModule, UnpairedModule, RewardModule)
+}  # each module class names the loss kind it trains (``PolicyModule.kind``)
 UNSET = (None, "auto")  # values of a module setting that mean "not set": the module's own default applies
 
 
@@ -61,6 +58,7 @@ def build_module(*, loss, **settings) -> PolicyModule:
 __all__ = [
     "MODULES_BY_KIND",
     "DistillModule",
+    "HeldModel",
     "ListwiseModule",
     "PolicyModule",
     "PreferenceModule",

@@ -22,6 +22,7 @@ import torch
 
 from prefdistill.losses import Loss
 from prefdistill.models import ModelSpec, load_model
+from prefdistill.modules.held import HeldModel, held_reference
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,9 @@ def _numpy_state() -> list:
 
 
 class PolicyModule(L.LightningModule):
-    """Base class: a trainable ``policy`` built from a :class:`ModelSpec`, and a registered loss."""
+    """Base class: a trainable ``policy`` built from a :class:`ModelSpec`, and a registered loss of ``kind``."""
 
+    kind: str | None = None  # the loss kind a subclass trains (``Loss.kind``); ``build_module`` picks by it
     policy_head = "lm"  # the policy's output head (``load_model(head=...)``): "score" for a reward model
 
     def __init__(
@@ -49,6 +51,10 @@ class PolicyModule(L.LightningModule):
         cache_dir: str | None = None,
     ):
         super().__init__()
+        if self.kind is not None and loss.kind != self.kind:
+            raise ValueError(
+                f"{type(self).__name__} trains {self.kind} losses; {loss.name!r} is a {loss.kind} loss"
+            )
         self.policy_spec = policy
         self.loss = loss
         self.optimizer_factory = optimizer
@@ -87,12 +93,34 @@ class PolicyModule(L.LightningModule):
     def needs_reference(self) -> bool:
         return "reference" in self.loss.needs
 
+    def reference_source(self) -> str | None:
+        """Where reference log-probs come from: None (the loss needs none), ``"cache"`` (computed once into
+        ``reference_cache``, read by row), ``"adapters"`` (LoRA: the policy with its adapters disabled) or
+        ``"copy"`` (a frozen copy held in training). :meth:`load_reference` and :meth:`held_models` both ask."""
+        if not self.needs_reference:
+            return None
+        if self.reference_cache is not None:
+            return "cache"
+        return "adapters" if self.uses_lora else "copy"
+
     def load_reference(self) -> None:
         """Hold a frozen reference copy only when one is needed: not with LoRA (the adapter-disabled policy
         is the reference) and not when its log-probs come from the cache."""
-        cached = self.reference_cache is not None
-        if self.needs_reference and not self.uses_lora and not cached and self.reference is None:
+        if self.reference_source() == "copy" and self.reference is None:
             self.reference = load_model(self.reference_spec or self.policy_spec, trainable=False)
+
+    def held_models(self) -> list[HeldModel]:
+        """Every model this module loads or shares, and how (:mod:`prefdistill.modules.held`): the policy, then
+        what the loss needs besides (the reference here; ``DistillModule`` adds the teacher)."""
+        return [HeldModel("policy", self.policy_spec, "trained"), *held_reference(self)]
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimizer's name (``build_optimizer``'s ``name``, or the optimizer class's), lower case: how many
+        states it keeps per trainable weight (``prefdistill.memory.OPTIMIZER_STATES``)."""
+        factory = self.optimizer_factory
+        name = getattr(factory, "keywords", {}).get("name")
+        return str(name or getattr(getattr(factory, "func", factory), "__name__", "adamw")).lower()
 
     @contextlib.contextmanager
     def reference_model(self):

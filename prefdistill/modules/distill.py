@@ -49,6 +49,7 @@ from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
 from prefdistill.models.served import ServedTeacher
 from prefdistill.modules.base import PolicyModule
+from prefdistill.modules.held import HeldModel
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch
 from prefdistill.modules.response_rows import response_index, response_logits
 from prefdistill.modules.teacher_cache import (
@@ -86,6 +87,8 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) 
 class DistillModule(PolicyModule):
     """Trains ``policy`` (the student) against ``teacher`` distributions; see the module docstring."""
 
+    kind = "token"
+
     def __init__(
         self,
         *args,
@@ -99,10 +102,6 @@ class DistillModule(PolicyModule):
     ):
         super().__init__(*args, **kw)
         needs = self.loss.needs
-        if self.loss.kind != "token":
-            raise ValueError(
-                f"DistillModule trains token-level losses; {self.loss.name!r} is {self.loss.kind}"
-            )
         if teacher is None and teacher_weights is not None:
             raise ValueError("module.teacher_weights mixes several teachers, but no teacher is set")
         if "teacher" in needs and teacher is None:
@@ -146,14 +145,39 @@ class DistillModule(PolicyModule):
         self._rollout_uses = 0
 
     # -- models ------------------------------------------------------------------------
+    def teacher_source(self) -> str | None:
+        """Where the teacher's distributions come from: None (no teacher), ``"table"`` (top-k computed once per
+        split by the teacher(s) loaded for that pass: ``teacher_cache``, or cross-tokenizer losses), ``"online"``
+        (frozen teacher(s) held in training) or ``"served"`` (asked over HTTP: no weights here).
+        :meth:`configure_extra_models` and :meth:`held_models` both ask."""
+        if self.teachers is None:
+            return None
+        if self._served is not None:
+            return "served"
+        return "table" if self.cross or self.teacher_cache is not None else "online"
+
     def configure_extra_models(self) -> None:
-        table = self.cross or self.teacher_cache is not None or self._served is not None
-        if self.teacher is None and not self.teacher_models and self.teachers is not None and not table:
+        if self.teacher is None and not self.teacher_models and self.teacher_source() == "online":
             models = self._load_teachers()
             if self.teachers.mixture:
                 self.teacher_models = models
             else:
                 self.teacher = models[0]
+
+    def held_models(self) -> list[HeldModel]:
+        source, held = self.teacher_source(), super().held_models()
+        if source is None:
+            return held
+        if source == "served":
+            note = f"served at {self._served.url}: its top-{self.teacher_topk} asked over HTTP, no weights here"
+            return [*held, HeldModel("teacher", self._served, "shared", note=note)]
+        if source == "online":
+            return [*held, *(HeldModel("teacher", spec, "frozen") for spec in self.teachers.specs)]
+        folder = None if self.teacher_cache is None else str(self.teacher_cache.root)
+        fmt = self.teacher_format
+        note = f"top-{fmt.k}" if fmt.name == "topk" else f"{fmt.name} k={fmt.k}"
+        note = "aligned to the student's tokens" if self.cross else note
+        return [*held, *(HeldModel("teacher", spec, "pass", folder, note) for spec in self.teachers.specs)]
 
     @property
     def _served(self) -> ServedTeacher | None:

@@ -15,25 +15,17 @@ from prefdistill.losses import ListwiseInputs
 from prefdistill.models import response_logps
 from prefdistill.models.packing import grouped_response_logps
 from prefdistill.modules.base import PolicyModule
-from prefdistill.modules.preference import FORWARD_MODES
+from prefdistill.modules.pair_forward import forward_mode
 
 
 class ListwiseModule(PolicyModule):
     """Trains ``policy`` on a listwise loss over (B, n) responses with (B, n) teacher scores."""
 
-    def __init__(
-        self,
-        *args,
-        forward: str = "shared_prompt",
-        **kw,
-    ):
+    kind = "listwise"
+
+    def __init__(self, *args, forward: str = "shared_prompt", **kw):
         super().__init__(*args, **kw)
-        if self.loss.kind != "listwise":
-            raise ValueError(f"ListwiseModule trains listwise losses; {self.loss.name!r} is {self.loss.kind}")
-        forward = "shared_prompt" if forward == "auto" else forward
-        if forward not in FORWARD_MODES:
-            raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
-        self.forward_mode = forward
+        self.forward_mode = forward_mode(forward)
 
     def list_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B*n,) summed response log-probs (fp32) and token counts, rows ``b*n + j`` (see the docstring)."""

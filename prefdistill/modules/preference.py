@@ -26,16 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 from prefdistill.losses import PairwiseInputs
-from prefdistill.models import ModelSpec, response_logps
+from prefdistill.models import ModelSpec
 from prefdistill.models.logprobs import TokenLogps, flat_token_logps
-from prefdistill.models.packing import shared_prompt_logps, shared_prompt_token_logps
+from prefdistill.models.packing import shared_prompt_token_logps
 from prefdistill.modules.base import PolicyModule
+from prefdistill.modules.pair_forward import SIDES, PairForward, forward_mode
 from prefdistill.modules.reference_cache import ReferenceCache, ReferenceTables
 
 log = logging.getLogger(__name__)
 
-SIDES = ("chosen", "rejected")
-FORWARD_MODES = ("padded", "shared_prompt")
 SYNC_DEFAULTS = {"every_steps": 512, "alpha": 0.6}  # TRL ref_model_sync_steps, ref_model_mixup_alpha
 
 
@@ -55,8 +54,10 @@ def sync_settings(setting: dict | None) -> dict | None:
     return {"every_steps": int(out["every_steps"]), "alpha": float(out["alpha"])}
 
 
-class PreferenceModule(ReferenceTables, PolicyModule):
+class PreferenceModule(ReferenceTables, PairForward, PolicyModule):
     """Trains ``policy`` on a pairwise loss; see the module docstring."""
+
+    kind = "pairwise"
 
     def __init__(
         self,
@@ -68,10 +69,6 @@ class PreferenceModule(ReferenceTables, PolicyModule):
         **kw,
     ):
         super().__init__(*args, **kw)
-        if self.loss.kind != "pairwise":
-            raise ValueError(
-                f"PreferenceModule trains pairwise losses; {self.loss.name!r} is a {self.loss.kind} loss"
-            )
         self.reference_spec = reference
         self.sync_reference = sync_settings(sync_reference)
         self._last_sync_step = 0
@@ -79,10 +76,7 @@ class PreferenceModule(ReferenceTables, PolicyModule):
         cache = self._reference_cache_folder(reference_cache)
         self.reference_cache = ReferenceCache(cache) if cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
-        forward = "shared_prompt" if forward == "auto" else forward
-        if forward not in FORWARD_MODES:
-            raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
-        self.forward_mode = forward  # how sequence_logps runs a pair batch (policy, reference, cache)
+        self.forward_mode = forward_mode(forward)  # how sequence_logps runs a pair batch (policy, reference, cache)
 
     def _check_sync(self) -> None:
         if self.sync_reference is None:
@@ -134,30 +128,12 @@ class PreferenceModule(ReferenceTables, PolicyModule):
             raise KeyError(f"loss {self.loss.name!r} needs {missing} responses but the batch has none")
         return wanted
 
-    def _concat(self, batch, sides):
-        return [
-            torch.cat([batch[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")
-        ]
-
-    def sequence_logps(self, model, batch, sides) -> tuple[torch.Tensor, torch.Tensor]:
-        """(len(sides)*B,) summed response log-probs (fp32) and token counts, one forward.
-
-        ``forward="shared_prompt"``: one packed ``[prompt, chosen, rejected]`` sequence per pair (the
-        prompt is computed once; see ``prefdistill.models.packing``, which falls back to the padded path,
-        with a warning, for models whose attention cannot take its mask). ``"padded"``: ``[chosen;
-        rejected]`` right-padded rows. Single-side batches (SFT) always take the padded path.
-        """
-        if self.forward_mode == "shared_prompt" and tuple(sides) == SIDES:
-            return shared_prompt_logps(model, batch, chunk_size=self.chunk_size)
-        input_ids, attention_mask, labels = self._concat(batch, sides)
-        return response_logps(model, input_ids, attention_mask, labels, chunk_size=self.chunk_size)
-
     def token_logps(self, model, batch, sides, with_sq: bool = False) -> TokenLogps:
         """Per-token log-probs of ``[chosen; rejected]`` (or chosen alone), through the same forward as
         ``sequence_logps``; ``with_sq`` adds every token's ``log Σ_v p_v²`` (WPO)."""
         if self.forward_mode == "shared_prompt" and tuple(sides) == SIDES:
             return shared_prompt_token_logps(model, batch, chunk_size=self.chunk_size, with_sq=with_sq)
-        input_ids, attention_mask, labels = self._concat(batch, sides)
+        input_ids, attention_mask, labels = self.concat(batch, sides)
         return flat_token_logps(
             model, input_ids, attention_mask, labels, chunk_size=self.chunk_size, with_sq=with_sq
         )
@@ -165,10 +141,8 @@ class PreferenceModule(ReferenceTables, PolicyModule):
     @torch.no_grad()
     def reference_logps(self, batch, sides) -> torch.Tensor:
         if self.reference_cache is not None:
-            rows = self._reference_table(self.current_split())[batch["index"].cpu()]  # (B, 2)
-            if torch.isnan(rows).any():
-                raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
-            return torch.cat([rows[:, k] for k in range(len(sides))]).to(self.device)
+            rows = self.cached_reference(batch["index"], len(sides))  # (B, len(sides))
+            return rows.t().reshape(-1).to(self.device)
         with self.reference_model() as model:
             logps, _ = self.sequence_logps(model, batch, sides)
         return logps
@@ -235,11 +209,14 @@ class PreferenceModule(ReferenceTables, PolicyModule):
             inputs |= {f"{s}_scores": batch[f"{s}_scores"] for s in sides}
         out = self.call_loss(PairwiseInputs(**inputs))
         metrics = dict(out.metrics)
+        # per token too: the likelihood a collapse drives down on both sides while their gap grows (docs/study.md)
+        mean_w = inputs["chosen_logps"] / inputs["chosen_lengths"]
         metrics["logps/chosen"] = inputs["chosen_logps"].detach()
+        metrics["logps/chosen_per_token"] = mean_w.detach()
         if len(sides) == 2:
             metrics["logps/rejected"] = inputs["rejected_logps"].detach()
-            mean_w = inputs["chosen_logps"] / inputs["chosen_lengths"]
             mean_l = inputs["rejected_logps"] / inputs["rejected_lengths"]
+            metrics["logps/rejected_per_token"] = mean_l.detach()
             metrics["logps/accuracy"] = (mean_w > mean_l).float().detach()
         loss = out.loss.mean()
         metrics["loss"] = loss.detach()

@@ -53,6 +53,14 @@ class ReferenceTables:
         """The rows the cache key covers (default: the split's examples as tokenized)."""
         return examples
 
+    def cached_reference(self, index: torch.Tensor, columns: int) -> torch.Tensor:
+        """(B, columns) cached reference log-probs of dataset rows ``index`` in the running split (columns: the
+        chosen / matched response, then the rejected / mismatched one); a KeyError names rows it lacks."""
+        rows = self._reference_table(self.current_split())[index.cpu()][:, :columns]
+        if torch.isnan(rows).any():
+            raise KeyError(f"reference cache has no entry for rows {index.tolist()}")
+        return rows
+
     def _reference_table(self, split: str) -> torch.Tensor:
         if split not in self._reference_tables:
             dm = self.trainer.datamodule

@@ -21,14 +21,8 @@ from prefdistill.modules.base import PolicyModule
 class RewardModule(PolicyModule):
     """Trains a one-output sequence classifier on a reward loss over (B,) chosen/rejected pairs."""
 
+    kind = "reward"
     policy_head = "score"
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        if self.loss.kind != "reward":
-            raise ValueError(
-                f"RewardModule trains reward losses; {self.loss.name!r} is a {self.loss.kind} loss"
-            )
 
     def rewards(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) float32 rewards of the chosen and rejected responses, one forward of both."""

@@ -26,12 +26,11 @@ from tqdm.auto import tqdm
 
 from prefdistill.data.collate import as_pair_batch
 from prefdistill.losses import UnpairedInputs
-from prefdistill.models import ModelSpec, response_logps
-from prefdistill.models.packing import shared_prompt_logps
+from prefdistill.models import ModelSpec
 from prefdistill.modules.base import PolicyModule
+from prefdistill.modules.pair_forward import PairForward, forward_mode
 from prefdistill.modules.reference_cache import ReferenceCache, ReferenceTables
 
-FORWARD_MODES = ("padded", "shared_prompt")
 NAN = float("nan")
 
 
@@ -71,8 +70,10 @@ def cache_examples(examples: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
-class UnpairedModule(ReferenceTables, PolicyModule):
+class UnpairedModule(ReferenceTables, PairForward, PolicyModule):
     """Trains ``policy`` on an unpaired loss; see the module docstring."""
+
+    kind = "unpaired"
 
     def __init__(
         self,
@@ -83,18 +84,11 @@ class UnpairedModule(ReferenceTables, PolicyModule):
         **kw,
     ):
         super().__init__(*args, **kw)
-        if self.loss.kind != "unpaired":
-            raise ValueError(
-                f"UnpairedModule trains unpaired losses; {self.loss.name!r} is a {self.loss.kind} loss"
-            )
         self.reference_spec = reference
         cache = self.auto_cache(reference_cache, "reference_logps") if self.needs_reference else None
         self.reference_cache = ReferenceCache(cache) if cache else None
         self._reference_tables: dict[str, torch.Tensor] = {}
-        forward = "shared_prompt" if forward == "auto" else forward
-        if forward not in FORWARD_MODES:
-            raise ValueError(f"forward must be one of {FORWARD_MODES}, got {forward!r}")
-        self.forward_mode = forward
+        self.forward_mode = forward_mode(forward)
 
     @property
     def needs_kl(self) -> bool:
@@ -118,25 +112,13 @@ class UnpairedModule(ReferenceTables, PolicyModule):
             )
         return as_pair_batch(batch, kl=kl)
 
-    def sequence_logps(self, model, view) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) or (2B,) ``[matched; mismatched]`` summed response log-probs (fp32) and token counts."""
-        if self.forward_mode == "shared_prompt" and "rejected_input_ids" in view:
-            return shared_prompt_logps(model, view, chunk_size=self.chunk_size)
-        sides = [s for s in ("chosen", "rejected") if f"{s}_input_ids" in view]
-        rows = [
-            torch.cat([view[f"{s}_{k}"] for s in sides]) for k in ("input_ids", "attention_mask", "labels")
-        ]
-        return response_logps(model, *rows, chunk_size=self.chunk_size)
-
     @torch.no_grad()
     def reference_logps(self, batch, kl: bool) -> torch.Tensor:
         """(B,) or (2B,) reference log-probs of ``[matched; mismatched]``: from the cache, or one forward."""
         if self.reference_cache is None:
             with self.reference_model() as model:
                 return self.sequence_logps(model, self.pair_view(batch, kl))[0]
-        rows = self._reference_table(self.current_split())[batch["index"].cpu()][:, : 2 if kl else 1]
-        if torch.isnan(rows).any():
-            raise KeyError(f"reference cache has no entry for rows {batch['index'].tolist()}")
+        rows = self.cached_reference(batch["index"], 2 if kl else 1)
         return rows.t().reshape(-1).to(self.device)
 
     def reference_examples(self, examples: list[dict]) -> list[dict]:

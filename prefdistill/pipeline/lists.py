@@ -5,8 +5,8 @@ Following EganGu/PAD ``data_gen/gen/{agg,prob_sl,prob}.py`` (spec section 4):
 1. ``select_diverse``: from k samples keep n, greedily by max-min Levenshtein distance starting from
    sample 0 (ties: lowest index). Empty samples are dropped first; a prompt without n distinct
    non-empty samples is dropped (counted).
-2. ``teacher_logps``: ``S_T(y|x)`` and ``A_T(y|x) = S_T / |y|`` over the response tokens (as training
-   encodes them: chat template, end-of-turn token included) via ``models.response_logps``.
+2. ``scoring.teacher_logps``: ``S_T(y|x)`` and ``A_T(y|x) = S_T / |y|`` over the response tokens (as
+   training encodes them: chat template, end-of-turn token included).
 3. ``mcq.mcq_list_scores``: the teacher's pairwise MCQ judgement, ``scores_mcq = log p_i``.
 4. ``mix_scores``: ``r_T = alpha * A_T + (1 - alpha) * scores_mcq`` (released PAD config: alpha = 0).
 
@@ -21,11 +21,9 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from prefdistill.data.records import Prompt
-from prefdistill.data.templates import PromptEncoder
-from prefdistill.models.logprobs import IGNORE_INDEX, response_logps
+from prefdistill.pipeline.scoring import teacher_logps
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -58,38 +56,6 @@ def select_diverse(responses: Sequence[str], n: int) -> list[int]:
         selected.append(best)
         nearest = [min(d, levenshtein(responses[best], r)) for d, r in zip(nearest, responses)]
     return selected
-
-
-@torch.inference_mode()
-def teacher_logps(
-    model, tokenizer, prompts: Sequence[Prompt], responses: Sequence[str], *, template: str = "auto",
-    batch_size: int = 8,
-) -> list[tuple[float, int]]:  # fmt: skip
-    """``(S_T(y|x), |y|)`` per (prompt, response): summed response-token log-probs and token count."""
-    encoder = PromptEncoder(tokenizer, template)
-    seqs = []
-    for prompt, response in zip(prompts, responses):
-        prompt_ids, (response_ids,) = encoder.encode(prompt, [response])
-        seqs.append((prompt_ids, response_ids))
-    order = sorted(range(len(seqs)), key=lambda k: -sum(map(len, seqs[k])))
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        width = max(sum(map(len, seqs[k])) for k in idx)
-        input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        labels = torch.full((len(idx), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for r, k in enumerate(idx):
-            p, y = seqs[k]
-            input_ids[r, : len(p) + len(y)] = torch.tensor(p + y)
-            labels[r, len(p) : len(p) + len(y)] = torch.tensor(y)
-            mask[r, : len(p) + len(y)] = 1
-        sums, counts = response_logps(model, input_ids.to(device), mask.to(device), labels.to(device))
-        for k, s, c in zip(idx, sums.tolist(), counts.tolist()):
-            out[k] = (s, int(c))
-    return out
 
 
 def mix_scores(avg_logps: Sequence[float], mcq: Sequence[float], alpha: float) -> list[float]:

@@ -8,22 +8,18 @@ being ``pseudo`` or ``scored``; ``PreferenceDataModule(source="local")`` reads t
 With ``score_all`` every kept pair also carries ``chosen_score``/``rejected_score`` from the scorer (the
 ``s(y+)``, ``s(y-)`` of PLaD's margin calibration loss, Eq. 4; spec section 5), re-ordered pairs included.
 
-A scorer maps ``(prompts, responses)`` to one float per response, higher = better:
-``teacher_likelihood_scorer`` (length-averaged teacher log-likelihood) or ``reward_model_scorer``
-(a sequence-classification reward model, ``logits[0]`` of the (prompt, response) pair).
+A scorer maps ``(prompts, responses)`` to one float per response, higher = better
+(:mod:`~prefdistill.pipeline.scoring`: the teacher's length-averaged log-likelihood, a reward model).
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
-
-import torch
+from collections.abc import Sequence
 
 from prefdistill.data.records import Prompt
-
-Scorer = Callable[[Sequence[Prompt], Sequence[str]], list[float]]
+from prefdistill.pipeline.scoring import Scorer
 
 
 def _same(a: str, b: str) -> bool:
@@ -77,38 +73,3 @@ def build_plad_pairs(
     stats["rescored"] = len(picked)
     stats["pairs"] = len(rows)
     return rows, {k: int(v) for k, v in stats.items()}
-
-
-def teacher_likelihood_scorer(model, tokenizer, *, template: str = "auto", batch_size: int = 8) -> Scorer:
-    """Score = ``A_T(y|x)``, the teacher's length-averaged log-likelihood of the response."""
-    from prefdistill.pipeline.lists import teacher_logps
-
-    def score(prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
-        pairs = teacher_logps(model, tokenizer, prompts, responses, template=template, batch_size=batch_size)
-        return [s / max(c, 1) for s, c in pairs]
-
-    return score
-
-
-def reward_model_scorer(name_or_path: str, *, batch_size: int = 8, max_length: int = 1024) -> Scorer:
-    """Score = ``logits[0]`` of a cross-encoder reward model on (prompt text, response), e.g.
-    ``OpenAssistant/reward-model-deberta-v3-large-v2`` (the PLaD evaluation scorer)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from prefdistill.pipeline.mcq import query_text
-
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
-
-    @torch.inference_mode()
-    def score(prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
-        out: list[float] = []
-        for b in range(0, len(prompts), batch_size):
-            enc = tokenizer(
-                [query_text(p) for p in prompts[b : b + batch_size]], list(responses[b : b + batch_size]),
-                truncation=True, max_length=max_length, padding=True, return_tensors="pt",
-            )  # fmt: skip
-            out.extend(model(**enc).logits[:, 0].float().tolist())
-        return out
-
-    return score

@@ -28,10 +28,9 @@ from pathlib import Path
 
 from prefdistill.utils import distributed
 from prefdistill.utils.atomic import atomic_write_json
+from prefdistill.utils.cache import MARKER
 
 log = logging.getLogger("prefdistill.pipeline")
-
-MARKER = "_COMPLETE.json"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@
 * :func:`tokenized_data_key` — the key of a computation over a split's tokenized examples and a model
   (reference log-probs, teacher top-k): token ids and row indices cover the dataset content, split,
   tokenizer, chat template, max lengths and truncation policy.
+* :data:`MARKER` — the record a finished cached stage folder ends with (name, inputs, info, seconds).
 * :class:`TensorCache` — a folder of ``<key>.pt`` files, written atomically, checked on read; on several
   ranks each computes its rows and rank 0 merges them (:func:`merge_parts`) into the one file.
 """
@@ -28,6 +29,7 @@ from prefdistill.utils.atomic import atomic_file
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MARKER = "_COMPLETE.json"  # written last into a finished stage folder (pipeline/stages.py); only such a folder is read
 TOKEN_FIELDS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 

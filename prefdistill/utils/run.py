@@ -1,6 +1,7 @@
 """Entry-point plumbing: config location, resolvers, the task wrapper and instantiation of lists.
 
-This is the only module below the entry points that touches omegaconf/hydra objects.
+With ``config_groups.py`` (the config groups built in Python) this is the only code below the entry points
+that touches omegaconf/hydra objects.
 """
 
 from __future__ import annotations
@@ -95,71 +96,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return str(newest)
 
 
-def register_teacher_configs() -> None:
-    """The ``teacher`` config group: every ``configs/model/<name>.yaml`` as a frozen model.
-
-    ``teacher=<name>`` is ``model=<name>`` without LoRA and without gradient checkpointing (a teacher is
-    never trained), so the group needs no files of its own. A random-init model (``model=tiny``) is drawn
-    with ``seed + 1`` as a teacher, so ``model=tiny teacher=tiny`` are two different networks. Teachers that
-    are not models (``configs/teacher/served.yaml``) have files there.
-
-    Several teachers: ``teacher=[a,b]``. Hydra merges the options of a list into one node, so each option
-    also places its node under ``teachers.<name>`` (a defaults entry of the hidden ``teacher_member``
-    group): ``teachers`` holds every selected teacher by name, and :func:`teacher_nodes` reads it.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for path in sorted((Path(config_dir()) / "model").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        node.lora = None
-        node.gradient_checkpointing = False
-        if node.get("random_init") is not None:
-            node.seed = int(node.get("seed") or 0) + 1
-        store.store(group="teacher_member", name=path.stem, node=node, provider="prefdistill")
-        member = {f"/teacher_member@_global_.teachers.{path.stem}": path.stem}
-        listed = OmegaConf.merge({"defaults": ["_self_", member]}, node)
-        store.store(group="teacher", name=path.stem, node=listed, provider="prefdistill")
-    for path in sorted((Path(config_dir()) / "teacher").glob("*.yaml")):  # own files: they list themselves
-        node = OmegaConf.load(path)
-        node.pop("defaults", None)
-        store.store(group="teacher_member", name=path.stem, node=node, provider="prefdistill")
-
-
-def _task_overrides() -> list[str]:
-    """The command line's overrides of the running Hydra app (empty outside one)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return list(HydraConfig.get().overrides.task)
-    except Exception:
-        return []
-
-
-def teacher_nodes(cfg: DictConfig) -> DictConfig | list[DictConfig] | None:
-    """The ``teacher`` node, or the nodes of several teachers (``teacher=[a,b]``) in order.
-
-    With several, ``cfg.teacher`` is Hydra's merge of them and means nothing: a setting written there on the
-    command line (``teacher.dtype=...``) would be lost, so it is an error naming ``teachers.<name>.<key>``.
-    """
-    members = cfg.get("teachers") or {}
-    if len(members) <= 1:
-        lost = [o for o in _task_overrides() if o.lstrip("+~").startswith("teachers.")]
-        if lost:
-            raise ValueError(f"one teacher: {lost} would have no effect; set its keys as teacher.<key>")
-        return cfg.get("teacher") or None
-    lost = [o for o in _task_overrides() if o.lstrip("+~").startswith("teacher.")]
-    if lost:
-        raise ValueError(
-            f"several teachers ({', '.join(members)}): {lost} would apply to none of them; set each teacher's keys "
-            "as teachers.<name>.<key>"
-        )
-    return list(members.values())
-
-
 def register_resolvers() -> None:
-    """Everything the config tree relies on beyond its files: the ``pd.*`` resolvers and the teacher group."""
-    register_teacher_configs()
+    """The ``pd.*`` resolvers the config tree uses (``${pd.cache_dir:}``, ...). The one config group that is
+    not a folder of files, ``teacher``, is registered by :func:`prefdistill.utils.config_groups.register_config_groups`."""
     if not OmegaConf.has_resolver("pd.run_group"):
         OmegaConf.register_new_resolver("pd.run_group", _run_group, use_cache=True)
     if not OmegaConf.has_resolver("pd.wandb_id"):

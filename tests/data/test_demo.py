@@ -120,3 +120,24 @@ def test_shipped_name_picks_the_dataset_and_unknown_lists_them():
     assert best.chosen_score == max(lst.scores) and best.rejected_score == min(lst.scores)
     with pytest.raises(DataError, match=r"no shipped dataset 'nope'.*'demo_lists'"):
         load_records("shipped", "test", name="nope")
+
+
+@pytest.mark.parametrize("split", ["train", "validation", "test"])
+def test_demo_correctness_pairs_differ_only_in_being_right(split):
+    from prefdistill.eval.exact_match import is_correct
+
+    pairs, rows = _rows("demo_correctness", split), {r["id"]: r for r in _rows("demo", split)}
+    assert pairs and len(pairs) == sum(r["answer"] is not None for r in rows.values())
+    for pair in pairs:
+        row = rows[pair["id"]]
+        assert (pair["prompt"], pair["chosen"], pair["family"], pair["answer"]) == (
+            row["prompt"], row["chosen"], row["family"], row["answer"]
+        )  # fmt: skip
+        assert is_correct(pair["family"], pair["chosen"], pair["answer"], pair["prompt"]), pair
+        assert not is_correct(pair["family"], pair["rejected"], pair["answer"], pair["prompt"]), pair
+        assert pair["rejected"].split()[:3] == pair["chosen"].split()[:3], pair  # same sentence, other answer
+
+
+def test_regenerating_correctness_gives_identical_files(tmp_path):
+    for path in demo.write(tmp_path, names=("demo_correctness",)):
+        assert path.read_bytes() == (demo.ASSETS_DIR / path.parent.name / path.name).read_bytes(), path

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from prefdistill.callbacks import ThroughputMonitor
-from prefdistill.eval import cost, report
+from prefdistill.callbacks import ThroughputMonitor, fit_totals
+from prefdistill.eval import report
 from prefdistill.pipeline.stages import MARKER, Stage
+from prefdistill.utils import cost
 
 
 def _stage(root, name, seconds, info=None, shards=()):
@@ -45,13 +46,14 @@ def test_run_cost_adds_stages_and_training(tmp_path):
     cost.record_stage_costs(stages, run)
     monitor = ThroughputMonitor()
     monitor.load_state_dict({"tokens": 1000, "forward_tokens": 2000, "fit_s": 60.25})
-    record = cost.run_cost(run, SimpleNamespace(callbacks=[monitor]))
+    record = cost.run_cost(run, monitor.totals())
     assert record["pipeline_s"] == 270.0 and record["pipeline_tokens"] == 20
     assert (record["fit_s"], record["train_tokens"], record["policy_tokens"]) == (60.25, 2000, 1000)
     assert record["total_s"] == 330.2 and record["total_tokens"] == 2020  # 270 + 60.25, rounded
     assert record["tokens_unknown"] == ["sft-student"]
     assert [s["name"] for s in record["stages"]] == ["sft-student", "samples-student", "samples-teacher"]
-    bare = cost.run_cost(tmp_path / "no-pipeline", SimpleNamespace(callbacks=[]))
+    assert fit_totals(SimpleNamespace(callbacks=[monitor])) == monitor.totals()  # what train.py passes
+    bare = cost.run_cost(tmp_path / "no-pipeline", fit_totals(SimpleNamespace(callbacks=[])))
     assert bare["total_s"] == 0.0 and bare["tokens_unknown"] == ["training"]
 
 

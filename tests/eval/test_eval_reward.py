@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefdistill.eval.reward import RewardModel, scorer_win_rate
+from prefdistill.eval.reward import RewardModel
+from prefdistill.eval.suites import EvalSuite, Example
 from prefdistill.models.spec import ASSET_TOKENIZERS
 
 PROMPTS = ["What is 2 + 2?", [{"role": "user", "content": "Say hi."}], "Name a colour.", "Spell cat."]
@@ -39,17 +40,26 @@ def test_scores_are_logit0_and_independent_of_batching(tiny_rm):
     assert batched.name == "rm:tiny-rm" and not batched.uses_reference
 
 
+def _beats(rm, winners, losers, seed=0) -> dict:
+    """The suite's win-rate summary of ``winners`` over ``losers`` under ``rm`` (its T-S win rate: the teacher's
+    outputs beating the evaluated model's), the path every evaluation takes."""
+    examples = [Example(str(i), p, reference=r) for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES))]
+    suite = EvalSuite(name="rm-test", reward=rm, rouge=False, seed=seed)
+    _, details, _ = suite.score(examples, list(losers), teacher_outputs=list(winners))
+    return details["rm/teacher_vs_student"]
+
+
 def test_win_rate_ties_half_and_bootstrap_ci(tiny_rm):
     model, tokenizer = tiny_rm
     rm = RewardModel("tiny-rm", batch_size=2, model=model, tokenizer=tokenizer, device="cpu")
-    same = scorer_win_rate(rm, PROMPTS, RESPONSES, RESPONSES)  # identical texts: every prompt a tie
+    same = _beats(rm, RESPONSES, RESPONSES)  # identical texts: every prompt a tie
     assert same["win_rate"] == pytest.approx(50.0) and same["ties"] == 4
     assert same["ci"] == [50.0, 50.0]
     other = ["4", "Hello there, friend.", "Red.", "cat"]
-    a = scorer_win_rate(rm, PROMPTS, RESPONSES, other, seed=1)
-    b = scorer_win_rate(rm, PROMPTS, other, RESPONSES, seed=1)
+    a = _beats(rm, RESPONSES, other, seed=1)
+    b = _beats(rm, other, RESPONSES, seed=1)
     assert a["win_rate"] + b["win_rate"] == pytest.approx(100.0)  # A beats B exactly when B loses to A
-    assert a == scorer_win_rate(rm, PROMPTS, RESPONSES, other, seed=1)  # seeded CI
+    assert a == _beats(rm, RESPONSES, other, seed=1)  # seeded CI
     expected = sum(c > k for c, k in zip(rm.score(PROMPTS, RESPONSES), rm.score(PROMPTS, other))) / 4 * 100
     assert a["win_rate"] == pytest.approx(expected)
 

@@ -22,8 +22,10 @@ def compose_eval(tmp_path: Path, overrides: list[str]):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from prefdistill.utils.config_groups import register_config_groups
     from prefdistill.utils.run import register_resolvers
 
+    register_config_groups()
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

@@ -16,7 +16,8 @@ def _tiny(tmp_path) -> list[str]:
     """distill_study on the tiny models: a few rows, steps and prompts, a 2-step reward model."""
     return [
         "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
-        "pipeline.sft.max_steps=1", "eval.data.max_samples=4", "eval.generation.max_new_tokens=4",
+        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
+        "eval.generation.max_new_tokens=4",
         "eval.reward.max_steps=2", "eval.reward.batch_size=2", "eval.reward.data.max_samples=8",
         "logger=none", f"paths.root_dir={tmp_path}",
     ]  # fmt: skip

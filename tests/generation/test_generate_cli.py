@@ -21,8 +21,10 @@ def compose_generate(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    from prefdistill.utils.config_groups import register_config_groups
     from prefdistill.utils.run import register_resolvers
 
+    register_config_groups()
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):

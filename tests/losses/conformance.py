@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 CASES = ("random", "equal", "length1", "large", "masked_nan")
+UNEQUAL = "unequal"  # pairwise only: chosen and rejected lengths differ in every row (length-normalised losses)
 RTOL = 1e-5  # relative tolerance, per element
 ATOL_SCALE = 1e-6  # plus this times the largest |reference| of the tensor (values that cancel to ~0)
 ATOL_FLOOR = 2e-7  # plus float32's rounding of O(1) terms that cancel (epsilon 1.2e-7; e.g. q − p at p = q)
@@ -67,7 +68,8 @@ def pairwise_case(case: str, b: int = 5, t: int = 6, seed: int = 0) -> Case:
     random: lengths 1..T, per-token log-probs in (-3, 0); equal: rejected = chosen (policy and reference);
     length1: every response one token; large: sums near -1e4 for policy and reference alike (log-ratios
     stay moderate, as in practice); masked_nan: NaN at every masked position of the per-token tensors (the
-    sums ignore them).
+    sums ignore them); unequal: chosen and rejected lengths differ in every row, by up to 6x either way
+    (where a length-normalised loss with an f-divergence keeps f-DPO's constants: TRL divides the scores).
     """
     g = _gen(seed)
     if case == "length1":
@@ -76,6 +78,10 @@ def pairwise_case(case: str, b: int = 5, t: int = 6, seed: int = 0) -> Case:
     lengths_r = torch.randint(1, t + 1, (b,), generator=g)
     if case == "length1":
         lengths_c = lengths_r = torch.ones(b, dtype=torch.long)
+    if case == "unequal":  # rows alternate long-chosen/short-rejected and short-chosen/long-rejected
+        long, short = torch.full((b,), t), 1 + torch.arange(b) % 2
+        lengths_c = torch.where(torch.arange(b) % 2 == 0, long, short)
+        lengths_r = torch.where(torch.arange(b) % 2 == 0, short, long)
     nan = case == "masked_nan"
     tok = {}
     for who in ("", "ref_"):

@@ -1,4 +1,4 @@
-"""docs/losses.md's loss table is the registry's: regenerate it with ``python -m prefdistill.losses.table --write docs/losses.md``."""
+"""docs/losses.md's loss table is the registry's: regenerate it with ``python -m prefdistill.losses --write docs/losses.md``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ LOSSES_DOC = Path(__file__).resolve().parents[2] / "docs" / "losses.md"
 
 def test_readme_table_equals_the_registry():
     assert section(LOSSES_DOC.read_text()) == render(), (
-        "docs/losses.md's loss table differs from the registry: run `python -m prefdistill.losses.table --write docs/losses.md`"
+        "docs/losses.md's loss table differs from the registry: run `python -m prefdistill.losses --write docs/losses.md`"
     )
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -13,13 +11,12 @@ from omegaconf import OmegaConf
 from train_helpers import CONFIGS
 
 import prefdistill.modules.distill as distill
-from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
 from prefdistill.models.tiny_tokenizer import build
-from prefdistill.modules import build_module
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+SFT_ROWS = {"record_type": "sft", "val_fraction": 0.0}  # the shipped pairs' chosen side, no held-out rows
 
 
 @pytest.fixture(scope="module")
@@ -29,53 +26,28 @@ def other_teacher(tmp_path_factory):
     return dataclasses.replace(TINY, tokenizer=str(folder), seed=1)
 
 
-def _datamodule(n=8, batch_size=4, record_type="sft"):
-    dm = PreferenceDataModule(
-        source="shipped", record_type=record_type, max_samples=n, batch_size=batch_size, max_length=96,
-        max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
-
-
-def _module(loss, teacher, **kw):
-    module = build_module(
-        loss=get_loss(loss) if isinstance(loss, str) else loss, policy=TINY, teacher=teacher,
-        optimizer=partial(torch.optim.SGD, lr=0.5), **kw,
-    )  # fmt: skip
-    module.configure_model()
-    return module
-
-
-def _fit(module, dm, steps=2):
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    module.current_split = lambda: "train"  # compute() outside a stage reads the train table
-    return trainer
-
-
 def test_aligned_table_is_computed_once_and_training_never_holds_the_teacher(
-    other_teacher, tmp_path, monkeypatch
+    tiny_data, tiny_module, fit, other_teacher, tmp_path, monkeypatch
 ):
-    dm = _datamodule()
-    first = _module("uld", other_teacher, teacher_cache=str(tmp_path))
+    dm = tiny_data(**SFT_ROWS)
+    first = tiny_module("uld", teacher=other_teacher, teacher_cache=str(tmp_path))
     before = {n: p.detach().clone() for n, p in first.policy.named_parameters()}
-    _fit(first, dm)
+    fit(first, dm, read_split="train")
     assert first.teacher is None
     assert any(not torch.equal(p, before[n]) for n, p in first.policy.named_parameters())
     assert len(list(tmp_path.glob("*.pt"))) == 1
     monkeypatch.setattr(distill, "load_model", lambda *a, **k: pytest.fail("teacher loaded again"))
-    _fit(_module("gold", other_teacher, teacher_cache=str(tmp_path)), dm)  # same table for both losses
+    fit(
+        tiny_module("gold", teacher=other_teacher, teacher_cache=str(tmp_path)), dm
+    )  # same table for both losses
 
 
-def test_spans_cover_complete_responses_and_split_words_are_unmatched(other_teacher, tmp_path):
-    dm = _datamodule(n=4, batch_size=4)
-    module = _module("uld", other_teacher, teacher_cache=str(tmp_path))
-    _fit(module, dm, steps=1)
+def test_spans_cover_complete_responses_and_split_words_are_unmatched(
+    tiny_data, tiny_module, fit, other_teacher, tmp_path
+):
+    dm = tiny_data(**SFT_ROWS, max_samples=4)
+    module = tiny_module("uld", teacher=other_teacher, teacher_cache=str(tmp_path))
+    fit(module, dm, steps=1, read_split="train")
     batch = next(iter(dm.loader("train")))
     _, metrics = module.compute(batch)
     complete = (batch["chosen_labels"] == load_tokenizer(TINY).eos_token_id).any(-1)  # not truncated
@@ -91,15 +63,17 @@ def test_spans_cover_complete_responses_and_split_words_are_unmatched(other_teac
     assert (table.fields["student_ids"][~heads] == -1).all() and (table.fields["logps"][~heads] == 0).all()
 
 
-def test_with_the_students_own_tokenizer_the_aligned_path_equals_the_online_teacher():
+def test_with_the_students_own_tokenizer_the_aligned_path_equals_the_online_teacher(
+    tiny_data, tiny_module, fit
+):
     """Identity alignment: every token its own span; with k = V, ULD from the table = ULD from full logits."""
-    dm = _datamodule(n=4, batch_size=4)
+    dm = tiny_data(**SFT_ROWS, max_samples=4)
     teacher = dataclasses.replace(TINY, seed=1)
     vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
-    aligned = _module(
-        "uld", teacher, teacher_topk=vocab, teacher_cache=None, cache_dir=None
+    aligned = tiny_module(
+        "uld", teacher=teacher, teacher_topk=vocab, teacher_cache=None, cache_dir=None
     )  # kept in memory
-    _fit(aligned, dm, steps=1)
+    fit(aligned, dm, steps=1, read_split="train")
     batch = next(iter(dm.loader("train")))
     with torch.no_grad():
         _, got = aligned.compute(batch)
@@ -114,19 +88,19 @@ def test_with_the_students_own_tokenizer_the_aligned_path_equals_the_online_teac
     torch.testing.assert_close(got["kd/ce"], want.metrics["kd/ce"], atol=1e-5, rtol=1e-5)
 
 
-def test_cross_tokenizer_losses_refuse_on_policy_samples(other_teacher):
+def test_cross_tokenizer_losses_refuse_on_policy_samples(tiny_module, other_teacher):
     from prefdistill.modules.on_policy import OnPolicy
 
     with pytest.raises(ValueError, match="on-policy samples are new text"):
-        _module("uld", other_teacher, on_policy=OnPolicy(fraction=0.5))
+        tiny_module("uld", teacher=other_teacher, on_policy=OnPolicy(fraction=0.5))
 
 
-def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(monkeypatch):
+def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(tiny_data, monkeypatch):
     """Chunks of 3 rows (the logit budget of 3 x 624) give the rows one chunk gives."""
     from prefdistill.modules import teacher_cache
     from prefdistill.modules.teacher_formats import TeacherFormat
 
-    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
     teacher = load_model(dataclasses.replace(TINY, seed=1), trainable=False)
     labels = batch["chosen_labels"][:, 1:]
     rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)

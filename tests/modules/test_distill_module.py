@@ -8,72 +8,55 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
-from distill_helpers import sft_datamodule as _datamodule
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_helpers import CONFIGS
 
-from prefdistill.data import PreferenceDataModule
 from prefdistill.generation import SamplingParams
 from prefdistill.generation.hf import HFGenerator
 from prefdistill.generation.mixture import MixtureGenerator
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
-from prefdistill.modules import DistillModule, build_module
+from prefdistill.modules import DistillModule
 from prefdistill.modules.distill import next_token_logits
 from prefdistill.modules.on_policy import OnPolicy, split_prompts
 from prefdistill.modules.teacher_cache import TeacherCache, TeacherTable
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+SFT_ROWS = {"record_type": "sft", "val_fraction": 0.0}  # the shipped pairs' chosen side, no held-out rows
 TEACHER = dataclasses.replace(TINY, seed=1)
-
-
-def _module(loss="kd_fkl", teacher=TEACHER, **kw) -> DistillModule:
-    loss = get_loss(loss) if isinstance(loss, str) else loss
-    module = build_module(
-        loss=loss, policy=TINY, teacher=teacher, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
-    )
-    module.configure_model()
-    return module
-
-
-def _fit(module, dm, steps=2):
-    trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=dm)
-    return trainer
 
 
 # ------------------------------------------------------------------ teacher top-k cache
 def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(
-    tmp_path, monkeypatch, caplog
+    tiny_data, tiny_module, fit, tmp_path, monkeypatch, caplog
 ):
-    dm = _datamodule()
-    first = _module(teacher_cache=str(tmp_path), teacher_topk=8)
+    dm = tiny_data(**SFT_ROWS)
+    first = tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=8)
     assert first.teacher is None  # never held during training
-    _fit(first, dm)
+    fit(first, dm)
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
-    second = _module(teacher_cache=str(tmp_path), teacher_topk=8)
+    second = tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=8)
     monkeypatch.setattr(DistillModule, "_load_teachers", lambda self: pytest.fail("teacher loaded"))
     with caplog.at_level("INFO", logger="prefdistill.utils.cache"):
-        _fit(second, dm)
+        fit(second, dm)
     assert "reused" in caplog.text
     monkeypatch.undo()
-    _fit(_module(teacher_cache=str(tmp_path), teacher_topk=4), dm)  # another k: another key
+    fit(
+        tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=4), dm
+    )  # another k: another key
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
-def test_full_vocabulary_topk_cache_gives_the_online_loss(tmp_path):
-    dm = _datamodule(n=4, batch_size=4)
+def test_full_vocabulary_topk_cache_gives_the_online_loss(tiny_data, tiny_module, fit, tmp_path):
+    dm = tiny_data(**SFT_ROWS, max_samples=4)
     vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
-    cached = _module(teacher_cache=str(tmp_path), teacher_topk=vocab)
-    _fit(cached, dm, steps=1)  # writes the cache (lr applies to the policy only)
+    cached = tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=vocab)
+    fit(cached, dm, steps=1)  # writes the cache (lr applies to the policy only)
     data = TeacherCache(tmp_path).load(next(tmp_path.glob("*.pt")).stem)
     batch = next(iter(dm.loader("train")))
-    online = _module()
+    online = tiny_module("kd_fkl", teacher=TEACHER)
     online.policy.load_state_dict(cached.policy.state_dict())
     labels = batch["chosen_labels"][:, 1:]
     mask = labels != -100
@@ -90,9 +73,9 @@ def test_full_vocabulary_topk_cache_gives_the_online_loss(tmp_path):
     torch.testing.assert_close(got.loss, expected.loss, atol=1e-4, rtol=1e-4)
 
 
-def test_teacher_cache_refuses_on_policy_and_mismatched_rows(tmp_path):
+def test_teacher_cache_refuses_on_policy_and_mismatched_rows(tiny_module, tmp_path):
     with pytest.raises(ValueError, match="online teacher"):
-        _module(teacher_cache=str(tmp_path), on_policy=OnPolicy(fraction=0.5))
+        tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), on_policy=OnPolicy(fraction=0.5))
     table = TeacherTable(
         {
             "index": torch.tensor([0]),
@@ -108,9 +91,9 @@ def test_teacher_cache_refuses_on_policy_and_mismatched_rows(tmp_path):
 
 
 # ------------------------------------------------------------------ on-policy rollouts
-def test_rollout_keeps_prompts_and_rows_and_is_independent_of_batch_mates():
-    module = _module(on_policy=OnPolicy(fraction=1.0, max_new_tokens=6))
-    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+def test_rollout_keeps_prompts_and_rows_and_is_independent_of_batch_mates(tiny_data, tiny_module):
+    module = tiny_module("kd_fkl", teacher=TEACHER, on_policy=OnPolicy(fraction=1.0, max_new_tokens=6))
+    batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
     torch.manual_seed(0)
     rollout = module.maybe_rollout(batch)
     assert rollout["rollout"] and torch.equal(rollout["index"], batch["index"])
@@ -126,11 +109,11 @@ def test_rollout_keeps_prompts_and_rows_and_is_independent_of_batch_mates():
     assert torch.equal(alone["chosen_input_ids"][0, :n], rollout["chosen_input_ids"][0, :n])
 
 
-def test_on_policy_fraction_zero_and_one():
-    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
-    never = _module(on_policy=OnPolicy(fraction=0.0))
+def test_on_policy_fraction_zero_and_one(tiny_data, tiny_module):
+    batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
+    never = tiny_module("kd_fkl", teacher=TEACHER, on_policy=OnPolicy(fraction=0.0))
     assert never.maybe_rollout(batch) is batch
-    always = _module(on_policy=OnPolicy(fraction=1.0, max_new_tokens=4))
+    always = tiny_module("kd_fkl", teacher=TEACHER, on_policy=OnPolicy(fraction=1.0, max_new_tokens=4))
     assert all(always.maybe_rollout(batch).get("rollout") for _ in range(3))
 
 
@@ -152,11 +135,15 @@ def test_mixture_sampling_endpoints_equal_each_models_own_samples():
     assert tokens(mixed(teacher_mix=0.5)) not in (own_policy, own_teacher)
 
 
-def test_minillm_needs_rollouts_and_reuses_each_for_reuse_steps():
+def test_minillm_needs_rollouts_and_reuses_each_for_reuse_steps(tiny_data, tiny_module):
     with pytest.raises(ValueError, match="on_policy.fraction=1"):
-        _module("minillm")
-    module = _module("minillm", on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2))
-    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+        tiny_module("minillm", teacher=TEACHER)
+    module = tiny_module(
+        "minillm",
+        teacher=TEACHER,
+        on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2),
+    )
+    batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
     first = module.maybe_rollout(batch)
     assert "sample_logps" in first
     assert module.maybe_rollout(batch) is first  # second step: same rollout
@@ -168,9 +155,13 @@ def test_minillm_needs_rollouts_and_reuses_each_for_reuse_steps():
     assert all(p.grad is None for p in module.teacher.parameters())
 
 
-def test_minillm_trains_end_to_end_and_the_ratio_moves_off_one_on_reused_rollouts():
-    module = _module("minillm", on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2))
-    dm = _datamodule(n=8, batch_size=4)
+def test_minillm_trains_end_to_end_and_the_ratio_moves_off_one_on_reused_rollouts(tiny_data, tiny_module):
+    module = tiny_module(
+        "minillm",
+        teacher=TEACHER,
+        on_policy=OnPolicy(fraction=1.0, teacher_mix=0.2, max_new_tokens=6, reuse=2),
+    )
+    dm = tiny_data(**SFT_ROWS, max_samples=8)
     ratios = []
 
     class Record(L.Callback):
@@ -203,14 +194,14 @@ def padded_tokenizer(tmp_path_factory):
 
 
 def test_a_teacher_whose_vocabulary_differs_only_in_padding_is_distilled_on_the_shared_ids(
-    padded_tokenizer, caplog
+    tiny_data, tiny_module, padded_tokenizer, caplog
 ):
     teacher = dataclasses.replace(TEACHER, tokenizer=padded_tokenizer)  # 640 output rows vs the student's 624
     with caplog.at_level("INFO", logger="prefdistill.modules.distill"):
-        module = _module(teacher=teacher)
+        module = tiny_module("kd_fkl", teacher=teacher)
     assert module.teacher.get_output_embeddings().weight.shape[0] == 640 and module.vocab_limit == 624
     assert "uses the first 624 logits" in caplog.text
-    batch = next(iter(_datamodule(n=4, batch_size=4).loader("train")))
+    batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
     loss, _ = module.compute(batch)
     labels = batch["chosen_labels"][:, 1:]
     with torch.no_grad():
@@ -222,32 +213,27 @@ def test_a_teacher_whose_vocabulary_differs_only_in_padding_is_distilled_on_the_
     torch.testing.assert_close(loss, expected.loss.mean())
 
 
-def test_a_teacher_with_another_tokenizer_is_refused_naming_both_and_the_cross_tokenizer_losses(tmp_path):
+def test_a_teacher_with_another_tokenizer_is_refused_naming_both_and_the_cross_tokenizer_losses(
+    tiny_module, tmp_path
+):
     from prefdistill.models.tiny_tokenizer import build
 
     other = dataclasses.replace(TEACHER, tokenizer=str(build(tmp_path / "small", vocab_size=400)))
     with pytest.raises(ValueError, match=r"tokenizers/tiny \(624 tokens\).*small \(400 tokens\).*method=uld"):
-        _module(teacher=other)
+        tiny_module("kd_fkl", teacher=other)
 
 
 # ------------------------------------------------------------------ DistiLLM-2: both responses
-def _pairs(n=4, batch_size=4):
-    dm = PreferenceDataModule(
-        source="shipped", max_samples=n, batch_size=batch_size, max_length=96, max_prompt_length=64, val_fraction=0.0,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
-
-
-def test_distillm2_distills_both_responses_online_and_from_the_cache_alike(tmp_path):
-    dm = _pairs()
+def test_distillm2_distills_both_responses_online_and_from_the_cache_alike(
+    tiny_data, tiny_module, fit, tmp_path
+):
+    dm = tiny_data(val_fraction=0.0, max_samples=4)
     vocab = load_model(TINY).get_output_embeddings().weight.shape[0]
     loss = get_loss("distillm2", adaptive_alpha=False, beta_end=1.0)  # no state: both modules compute alike
-    cached = _module(loss, teacher_cache=str(tmp_path), teacher_topk=vocab)
-    _fit(cached, dm, steps=1)
+    cached = tiny_module(loss, teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=vocab)
+    fit(cached, dm, steps=1)
     assert len(list(tmp_path.glob("*.pt"))) == 2  # one top-k table per response side
-    online = _module(loss)
+    online = tiny_module(loss, teacher=TEACHER)
     online.policy.load_state_dict(cached.policy.state_dict())
     cached.current_split = lambda: "train"
     batch = next(iter(dm.loader("train")))

@@ -13,32 +13,17 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_helpers import CONFIGS
 
-from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
-from prefdistill.models import load_tokenizer
 from prefdistill.modules import ListwiseModule, build_module
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 SGD = partial(torch.optim.SGD, lr=0.1)
+LISTS = {"name": "demo_lists", "record_type": "listwise", "max_samples": 4, "batch_size": 2, "max_length": 160,
+         "max_prompt_length": 96}  # fmt: skip
 
 
-def _datamodule(batch_size: int = 2) -> PreferenceDataModule:
-    dm = PreferenceDataModule(
-        source="shipped", name="demo_lists", record_type="listwise", max_samples=4, batch_size=batch_size,
-        max_length=160, max_prompt_length=96,
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    return dm
-
-
-def _module(forward: str) -> ListwiseModule:
-    module = ListwiseModule(policy=TINY, loss=get_loss("pad_pd"), optimizer=SGD, forward=forward)
-    module.configure_model()
-    return module
-
-
-def test_shared_prompt_equals_padded_logps_loss_and_grads(caplog):
-    dm = _datamodule()
+def test_shared_prompt_equals_padded_logps_loss_and_grads(tiny_data, tiny_module, caplog):
+    dm = tiny_data(setup=False, **LISTS)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     b, n = batch["scores"].shape
@@ -46,7 +31,7 @@ def test_shared_prompt_equals_padded_logps_loss_and_grads(caplog):
     results = {}
     with caplog.at_level(logging.WARNING):
         for forward in ("shared_prompt", "padded"):
-            module = _module(forward)  # same seed: the same tiny weights
+            module = tiny_module("pad_pd", lr=0.1, forward=forward)  # same seed: the same tiny weights
             logps, lengths = module.list_logps(batch)
             loss, _ = module.compute(batch)
             loss.backward()
@@ -66,14 +51,14 @@ def test_shared_prompt_equals_padded_logps_loss_and_grads(caplog):
         torch.testing.assert_close(grads[key], want_grads[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
-def test_two_training_steps_with_the_shared_prompt_forward():
-    module = _module("shared_prompt")
+def test_two_training_steps_with_the_shared_prompt_forward(tiny_data, tiny_module):
+    module = tiny_module("pad_pd", lr=0.1, forward="shared_prompt")
     before = {k: p.detach().clone() for k, p in module.named_parameters()}
     trainer = L.Trainer(
         max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(module, datamodule=_datamodule())
+    trainer.fit(module, datamodule=tiny_data(setup=False, **LISTS))
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     assert all(not torch.equal(before[k], p) for k, p in module.named_parameters() if p.requires_grad)
 

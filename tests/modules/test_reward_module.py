@@ -3,7 +3,6 @@ a step that ranks chosen higher, and a saved folder that transformers, RewardMod
 
 from __future__ import annotations
 
-from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +15,6 @@ from prefdistill.convert import head_of_state, save_final_policy
 from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer, record_run_spec
-from prefdistill.modules import RewardModule
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 TINY_LORA = instantiate(
@@ -40,16 +38,8 @@ def batch(dm):
     return next(iter(dm.loader("train")))
 
 
-def _module(loss=None, spec=TINY):
-    module = RewardModule(
-        policy=spec, loss=loss or get_loss("reward"), optimizer=partial(torch.optim.SGD, lr=0.1)
-    )
-    module.configure_model()
-    return module
-
-
-def test_the_policy_is_a_one_output_classifier_on_the_causal_lm_weights():
-    module = _module()
+def test_the_policy_is_a_one_output_classifier_on_the_causal_lm_weights(tiny_module):
+    module = tiny_module("reward", lr=0.1)
     policy = module.policy
     assert type(policy).__name__ == "LlamaForSequenceClassification" and policy.config.num_labels == 1
     assert policy.config.pad_token_id == load_tokenizer(TINY).pad_token_id
@@ -57,18 +47,20 @@ def test_the_policy_is_a_one_output_classifier_on_the_causal_lm_weights():
     torch.testing.assert_close(
         policy.model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight
     )
-    again = _module()  # the new head is drawn from the spec's seed, not the global RNG
+    again = tiny_module("reward", lr=0.1)  # the new head is drawn from the spec's seed, not the global RNG
     torch.manual_seed(123)
     torch.testing.assert_close(again.policy.score.weight, policy.score.weight)
 
 
-def test_lora_trains_the_adapters_and_the_head():
-    trainable = [n for n, p in _module(spec=TINY_LORA).named_parameters() if p.requires_grad]
+def test_lora_trains_the_adapters_and_the_head(tiny_module):
+    trainable = [
+        n for n, p in tiny_module("reward", policy=TINY_LORA, lr=0.1).named_parameters() if p.requires_grad
+    ]
     assert any("score" in n for n in trainable) and all("lora_" in n or "score" in n for n in trainable)
 
 
-def test_rewards_are_the_score_of_each_row_alone(batch):
-    module = _module()
+def test_rewards_are_the_score_of_each_row_alone(tiny_module, batch):
+    module = tiny_module("reward", lr=0.1)
     with torch.no_grad():
         chosen, rejected = module.rewards(batch)
     for side, rewards in (("chosen", chosen), ("rejected", rejected)):
@@ -80,8 +72,8 @@ def test_rewards_are_the_score_of_each_row_alone(batch):
             torch.testing.assert_close(rewards[i], alone, rtol=1e-5, atol=1e-5)
 
 
-def test_a_step_ranks_chosen_above_rejected_and_loss_is_bradley_terry(batch):
-    module = _module()
+def test_a_step_ranks_chosen_above_rejected_and_loss_is_bradley_terry(tiny_module, batch):
+    module = tiny_module("reward", lr=0.1)
     loss, metrics = module.compute(batch)
     margin = metrics["reward/chosen"] - metrics["reward/rejected"]
     assert loss.item() == pytest.approx(torch.nn.functional.softplus(-margin).mean().item(), rel=1e-5)
@@ -92,8 +84,8 @@ def test_a_step_ranks_chosen_above_rejected_and_loss_is_bradley_terry(batch):
     assert (after["reward/chosen"] - after["reward/rejected"]).mean() > margin.mean()
 
 
-def test_margin_needs_scored_pairs(batch):
-    module = _module(get_loss("reward", margin=True))
+def test_margin_needs_scored_pairs(tiny_module, batch):
+    module = tiny_module(get_loss("reward", margin=True), lr=0.1)
     with pytest.raises(KeyError, match="scores"):
         module.compute(batch)
     n = batch["chosen_input_ids"].shape[0]
@@ -104,7 +96,9 @@ def test_margin_needs_scored_pairs(batch):
     assert loss.item() == pytest.approx(torch.nn.functional.softplus(2.0 - margin).mean().item(), rel=1e-5)
 
 
-def test_saved_folder_scores_as_training_did_in_transformers_reward_model_and_pd_convert(dm, batch, tmp_path):
+def test_saved_folder_scores_as_training_did_in_transformers_reward_model_and_pd_convert(
+    tiny_module, dm, batch, tmp_path
+):
     """LoRA reward model -> a standalone folder (no adapter); AutoModelForSequenceClassification and
     RewardModel(input_format="chat") on the raw texts reproduce the training rewards; pd-convert of a
     checkpoint writes the same model."""
@@ -113,7 +107,7 @@ def test_saved_folder_scores_as_training_did_in_transformers_reward_model_and_pd
     from prefdistill.convert import convert_checkpoint
     from prefdistill.eval.reward import RewardModel
 
-    module = _module(spec=TINY_LORA)
+    module = tiny_module("reward", policy=TINY_LORA, lr=0.1)
     perturb_lora(module.policy)
     with torch.no_grad():
         module.policy.base_model.model.score.modules_to_save["default"].weight.normal_()

@@ -12,45 +12,27 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from train_helpers import CONFIGS, perturb_lora
 
-from prefdistill.data import PreferenceDataModule
 from prefdistill.losses import get_loss
-from prefdistill.models import load_tokenizer, response_logps
+from prefdistill.models import response_logps
 from prefdistill.modules import RewardModule, UnpairedModule, build_module
 from prefdistill.modules.unpaired import pair_metrics
 
 TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
+UNPAIRED = {"unpair": True, "max_samples": 6, "eval_batch_size": 4}  # 6 pairs cut into 12 labelled rows
 TINY_LORA = instantiate(
     OmegaConf.load(CONFIGS / "model" / "tiny.yaml"),
     lora={"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
 )
 
 
-def _datamodule(**kw):
-    dm = PreferenceDataModule(
-        **{"source": "shipped", "max_samples": 6, "batch_size": 4, "eval_batch_size": 4, "unpair": True,
-           "max_length": 96, "max_prompt_length": 64, **kw}
-    )  # fmt: skip
-    dm.connect(load_tokenizer(TINY))
-    dm.setup("fit")
-    return dm
-
-
 @pytest.fixture(scope="module")
-def dm():
-    return _datamodule()
+def dm(tiny_data):
+    return tiny_data(**UNPAIRED)
 
 
 @pytest.fixture(scope="module")
 def batch(dm):
     return next(iter(dm.train_dataloader()))
-
-
-def _module(loss, spec=TINY, **kw):
-    module = UnpairedModule(
-        policy=spec, loss=loss, optimizer=partial(torch.optim.SGD, lr=1.0), **{"reference_cache": None, **kw}
-    )
-    module.configure_model()
-    return module
 
 
 def test_build_module_picks_the_kind_s_module_and_rejects_other_kinds_settings():
@@ -64,11 +46,11 @@ def test_build_module_picks_the_kind_s_module_and_rejects_other_kinds_settings()
         UnpairedModule(policy=TINY, loss=get_loss("dpo"), optimizer=opt)
 
 
-def test_packed_and_padded_match_each_row_alone_and_kl_rows_are_the_mismatched_pairs(dm, batch):
+def test_packed_and_padded_match_each_row_alone_and_kl_rows_are_the_mismatched_pairs(tiny_module, dm, batch):
     """Row i's two log-probs are log π(y_i|x_i) and log π(y'_i|x_i), y'_i the row's KL completion (an other
     prompt's completion); each is checked against a forward of that sequence alone, without padding."""
-    packed = _module(get_loss("kto"))
-    padded = _module(get_loss("kto"), forward="padded")
+    packed = tiny_module(get_loss("kto"), lr=1.0, reference_cache=None)
+    padded = tiny_module(get_loss("kto"), lr=1.0, reference_cache=None, forward="padded")
     view = packed.pair_view(batch, kl=True)
     with torch.no_grad():
         a, counts = packed.sequence_logps(packed.policy, view)
@@ -88,8 +70,8 @@ def test_packed_and_padded_match_each_row_alone_and_kl_rows_are_the_mismatched_p
             assert counts[k] == length[0] == len(completion)
 
 
-def test_a_kto_step_moves_desirable_rewards_above_undesirable_ones(batch):
-    module = _module(get_loss("kto", beta=1.0))
+def test_a_kto_step_moves_desirable_rewards_above_undesirable_ones(tiny_module, batch):
+    module = tiny_module(get_loss("kto", beta=1.0), lr=1.0, reference_cache=None)
     module.policy.train()
     loss, metrics = module.compute(batch)
     assert loss.item() == pytest.approx(0.5, abs=1e-6)  # policy == reference: every row costs λ (1 − σ(0))
@@ -125,11 +107,11 @@ def _trainer(**kw):
     )  # fmt: skip
 
 
-def test_validation_means_are_over_exactly_the_rows_each_metric_concerns():
+def test_validation_means_are_over_exactly_the_rows_each_metric_concerns(tiny_data, tiny_module):
     """Odd eval batches (3 rows) mix the classes unevenly and split pairs; the epoch metrics must still be the
     mean over every desirable (undesirable) row, and the pair accuracy over every pair whose rows met."""
-    dm = _datamodule(eval_batch_size=3)
-    module = _module(get_loss("kto"))
+    dm = tiny_data(**{**UNPAIRED, "eval_batch_size": 3})
+    module = tiny_module(get_loss("kto"), lr=1.0, reference_cache=None)
     got = _trainer().validate(module, datamodule=dm, verbose=False)[0]
     logps, labels = [], []
     with torch.no_grad():
@@ -142,11 +124,13 @@ def test_validation_means_are_over_exactly_the_rows_each_metric_concerns():
     assert got["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
 
 
-def test_reference_cache_holds_matched_and_mismatched_reference_logps(dm, tmp_path):
-    cached = _module(get_loss("kto"), reference_cache=str(tmp_path / "ref"))
+def test_reference_cache_holds_matched_and_mismatched_reference_logps(tiny_module, dm, tmp_path):
+    cached = tiny_module(get_loss("kto"), lr=1.0, reference_cache=str(tmp_path / "ref"))
     _trainer(max_steps=1, limit_val_batches=0).fit(cached, datamodule=dm)
     assert list((tmp_path / "ref").glob("*.pt"))
-    online = _module(get_loss("kto"))  # untrained: the frozen reference copy
+    online = tiny_module(
+        get_loss("kto"), lr=1.0, reference_cache=None
+    )  # untrained: the frozen reference copy
     for b in dm.loader("train"):
         table = cached._reference_tables["train"][b["index"]]
         torch.testing.assert_close(
@@ -154,8 +138,8 @@ def test_reference_cache_holds_matched_and_mismatched_reference_logps(dm, tmp_pa
         )
 
 
-def test_lora_reference_is_the_policy_without_adapters(batch):
-    module = _module(get_loss("kto"), spec=TINY_LORA)
+def test_lora_reference_is_the_policy_without_adapters(tiny_module, batch):
+    module = tiny_module(get_loss("kto"), lr=1.0, reference_cache=None, policy=TINY_LORA)
     assert module.reference is None
     ref_before = module.reference_logps(batch, kl=True)
     perturb_lora(module.policy)
@@ -165,8 +149,8 @@ def test_lora_reference_is_the_policy_without_adapters(batch):
     assert not torch.allclose(policy, ref_before)
 
 
-def test_bco_state_moves_in_training_only_and_is_checkpointed(batch):
-    module = _module(get_loss("bco"))
+def test_bco_state_moves_in_training_only_and_is_checkpointed(tiny_module, batch):
+    module = tiny_module(get_loss("bco"), lr=1.0, reference_cache=None)
     perturb = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.5)
     module.policy.train()
     loss, _ = module.compute(batch)
@@ -181,16 +165,14 @@ def test_bco_state_moves_in_training_only_and_is_checkpointed(batch):
     assert {k: v.item() for k, v in module.loss_state.items()} == {k: v.item() for k, v in state.items()}
     checkpoint = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
-    fresh = _module(get_loss("bco"))
+    fresh = tiny_module(get_loss("bco"), lr=1.0, reference_cache=None)
     fresh.on_load_checkpoint(checkpoint)
     assert fresh.loss_state["reward_mean"].item() == state["reward_mean"].item()
 
 
-def test_a_pair_batch_is_a_clear_error():
-    pairs = PreferenceDataModule(
-        source="shipped", max_samples=2, batch_size=2, max_length=96, max_prompt_length=64
-    )
-    pairs.connect(load_tokenizer(TINY))
-    pairs.setup("fit")
+def test_a_pair_batch_is_a_clear_error(tiny_data, tiny_module):
+    pairs = tiny_data(max_samples=2, batch_size=2)
     with pytest.raises(KeyError, match="data.unpair=true"):
-        _module(get_loss("kto")).compute(next(iter(pairs.train_dataloader())))
+        tiny_module(get_loss("kto"), lr=1.0, reference_cache=None).compute(
+            next(iter(pairs.train_dataloader()))
+        )

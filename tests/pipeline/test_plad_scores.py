@@ -10,9 +10,9 @@ import pytest
 from prefdistill.data import PreferenceDataModule
 from prefdistill.generation import PromptSource, SamplingParams
 from prefdistill.models import load_tokenizer
-from prefdistill.pipeline import Sampler, StageResult, prepare_plad_data
+from prefdistill.pipeline import Chain, PladPairs, Sampler, StageResult
 from prefdistill.pipeline.pairs import build_plad_pairs
-from prefdistill.pipeline.plad import read_jsonl
+from prefdistill.utils.jsonl import read_jsonl
 
 PROMPTS = ["p0", "p1", "p2", "p3"]
 TEACHER = ["good answer", "", "a", "c"]
@@ -62,13 +62,12 @@ class LengthScorer:
 def test_chain_scores_every_pair_and_counts_the_scorer_stage(student_spec, teacher_spec, tmp_path):
     rm_stage = StageResult("reward-model", tmp_path / "stages" / "reward-model-x", "reused")
     scorer = LengthScorer(rm_stage)
-    kw = dict(cache_dir=tmp_path, sampling=SamplingParams(temperature=1.0, max_new_tokens=6, seed=0),
-              sampler=Sampler(shard_size=4), scorer=scorer)  # fmt: skip
+    kw = dict(sampling=SamplingParams(temperature=1.0, max_new_tokens=6, seed=0), sampler=Sampler(shard_size=4))
     source = PromptSource("shipped", "train", limit=4)
-    plain = prepare_plad_data(student_spec, teacher_spec, source, **kw)  # a scorer unused: no scores, no stage
+    plain = Chain(PladPairs(scorer=scorer), **kw)(student_spec, teacher_spec, source, cache_dir=tmp_path)  # unused
     assert "reward-model" not in [s.name for s in plain.stages]
     assert all("chosen_score" not in row for row in read_jsonl(plain.path))
-    scored = prepare_plad_data(student_spec, teacher_spec, source, score_pairs=True, **kw)
+    scored = Chain(PladPairs(scorer=scorer, score_pairs=True), **kw)(student_spec, teacher_spec, source, cache_dir=tmp_path)
     assert [s.name for s in scored.stages] == ["samples-teacher", "samples-student", "reward-model", "plad-pairs"]
     assert scored.path != plain.path  # the pairs stage is keyed by score_pairs
     rows = read_jsonl(scored.path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
-from conformance import Reference
+from conformance import CASES, UNEQUAL, Reference
 
 from prefdistill.losses import REGISTRY  # the mixture reads its parts' default hyper-parameters only
 
@@ -256,7 +256,8 @@ REFS.update(
         "dpo": Reference(_dpo, ({}, {"label_smoothing": 0.2}, {"reference_free": True}, {"beta": 0.5},
                                 *FDIV, *LD, *WPO, {"reference_free": True, "ld_alpha": 0.3})),
         "robust": Reference(_robust, ({}, {"label_smoothing": 0.3}, *FDIV[:2], LD[0], WPO[0])),
-        "ipo": Reference(with_options(_ipo_body), ({}, {"length_norm": "sum"}, FDIV[0], LD[0], WPO[0])),
+        "ipo": Reference(with_options(_ipo_body), ({}, {"length_norm": "sum"}, *FDIV, LD[0], WPO[0]),
+                         cases=(*CASES, UNEQUAL)),
         "hinge": Reference(with_options(lambda u_w, u_l, c, r, t, hp, _: torch.relu(1 - hp["beta"] * (c - r))),
                            ({}, {"beta": 2.0}, FDIV[1], LD[0], WPO[0])),
         "exo_pair": Reference(with_options(_exo_body), ({}, {"label_smoothing": 0.1}, FDIV[0], LD[0], WPO[0])),
@@ -276,7 +277,8 @@ REFS.update(
             lambda u_w, u_l, c, r, t, hp, _: sig(hp["beta"] * u_w) + 1 - sig(hp["beta"] * (u_w - u_l))),
             ({}, LD[0], WPO[0])),
         "discopop": Reference(with_options(_discopop_body), ({}, {"discopop_tau": 1.0}, FDIV[1], LD[0], WPO[0])),
-        "sigmoid_norm": Reference(with_options(_sigmoid_norm_body), ({}, FDIV[0], LD[0], WPO[0])),
+        "sigmoid_norm": Reference(with_options(_sigmoid_norm_body), ({}, *FDIV, LD[0], WPO[0]),
+                                  cases=(*CASES, UNEQUAL)),
         "sft": Reference(_sft, ({}, {"token_mean": "batch"}, {"use_weighting": True})),
         "rpo": Reference(_rpo, ({}, {"nll_weight": 0.3}), cases=NO_TOKENS),
         "simpo": Reference(_simpo, ({}, {"label_smoothing": 0.2, "nll_weight": 0.5}, {"loss_type": "hinge"}),

@@ -1,6 +1,8 @@
 """What a run cost: wall-clock seconds and tokens processed, per pipeline stage and in total.
 
-As the PAD README reports GPU-hours per stage (sampling, scoring, training), a training run's
+Accounting, not evaluation: it reads the records finished stages leave (their ``_COMPLETE.json`` marker and
+sampling shards) and the trainer's throughput totals, and writes plain JSON that training (``metrics.json``)
+and the comparison table (``eval/report.py``) read. As the PAD README reports GPU-hours per stage (sampling, scoring, training), a training run's
 ``metrics.json`` gets a ``cost`` record (:func:`run_cost`)::
 
     {"stages": [{"name": "sft-student", "status": "reused", "seconds": 212.4, "tokens": null}, ...],
@@ -12,7 +14,8 @@ As the PAD README reports GPU-hours per stage (sampling, scoring, training), a t
   reports (``tokens``), else for a sampling stage the tokens it generated (``num_tokens`` of its
   shards); stages reporting neither are listed in ``tokens_unknown`` and count 0 tokens;
 * **training** costs ``fit`` seconds and the tokens every model forwarded in it (the policy's
-  forward+backward, an uncached reference's or teacher's forward: ``ThroughputMonitor.totals``).
+  forward+backward, an uncached reference's or teacher's forward: ``ThroughputMonitor.totals``, which
+  the entry point passes in).
 
 Evaluation is not part of a row's cost. :func:`table_cost` gives the two numbers of the comparison
 table (``cost/seconds``, ``cost/tokens``) for an evaluated run or, for a reference row whose model is a
@@ -25,13 +28,14 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from prefdistill.utils.atomic import atomic_write_json
+from prefdistill.utils.cache import MARKER
+
 STAGE_COSTS_FILE = "stage_costs.json"  # in a run folder: the pipeline stages the run used
 RUN_METRICS_FILE = "metrics.json"
 
 
 def _marker(folder: Path) -> Path:
-    from prefdistill.pipeline.stages import MARKER
-
     return Path(folder) / MARKER
 
 
@@ -57,26 +61,16 @@ def stage_cost(folder: str | Path, status: str = "reused") -> dict:
 
 def record_stage_costs(stages: Iterable, run_dir: str | Path) -> Path:
     """Write ``<run>/stage_costs.json`` for the pipeline's ``StageResult`` s (path, status)."""
-    from prefdistill.utils.atomic import atomic_write_json
-
     costs = [stage_cost(stage.path, stage.status) for stage in stages]
     return atomic_write_json(Path(run_dir) / STAGE_COSTS_FILE, costs)
 
 
-def _monitor_totals(trainer) -> dict:
-    from prefdistill.callbacks import ThroughputMonitor
-
-    for callback in getattr(trainer, "callbacks", []) or []:
-        if isinstance(callback, ThroughputMonitor):
-            return callback.totals()
-    return {}
-
-
-def run_cost(run_dir: str | Path, trainer=None) -> dict:
-    """The ``cost`` record of a training run: its recorded stages plus the trainer's throughput totals."""
+def run_cost(run_dir: str | Path, totals: dict | None = None) -> dict:
+    """The ``cost`` record of a training run: its recorded stages plus the trainer's throughput ``totals``
+    (``ThroughputMonitor.totals()``: ``fit_s``, ``forward_tokens``, ``tokens``; None or empty: not measured)."""
     file = Path(run_dir) / STAGE_COSTS_FILE
     stages = json.loads(file.read_text()) if file.is_file() else []
-    totals = _monitor_totals(trainer) if trainer is not None else {}
+    totals = totals or {}
     pipeline_s = sum(s["seconds"] or 0.0 for s in stages)
     pipeline_tokens = sum(s["tokens"] or 0 for s in stages)
     fit_s, train_tokens = totals.get("fit_s"), totals.get("forward_tokens")
