@@ -5,25 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from functools import partial
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from distill_helpers import TINY, fit, sft_datamodule
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS
 
-from prefdistill.losses import get_loss
 from prefdistill.models import load_model, load_tokenizer
 from prefdistill.models.logprob_server import LogprobServer
 from prefdistill.models.served import ServedTeacher, ServedTeacherError
-from prefdistill.modules import build_module
 from prefdistill.modules.on_policy import OnPolicy
 from prefdistill.modules.teacher_cache import same_vocabulary_topk
 from prefdistill.modules.teacher_formats import TeacherFormat
 from prefdistill.modules.teachers import served_table
 
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 TEACHER = dataclasses.replace(TINY, seed=1)
+SFT_ROWS = {"record_type": "sft", "val_fraction": 0.0}
 K = 16
 
 
@@ -38,7 +39,7 @@ def server(tokenizer):
         yield running
 
 
-def _first_loss(module, dm) -> float:
+def _first_loss(fit, module, dm) -> float:
     losses = []
 
     class Record(L.Callback):
@@ -49,18 +50,15 @@ def _first_loss(module, dm) -> float:
     return losses[0]
 
 
-def _module(teacher, **kw):
-    module = build_module(
-        loss=get_loss(kw.pop("loss", "kd_fkl")), policy=TINY, teacher=teacher,
-        optimizer=partial(torch.optim.SGD, lr=0.5), teacher_topk=K, **kw,
-    )  # fmt: skip
-    module.configure_model()
-    return module
+@pytest.fixture
+def make(tiny_module):
+    """A DistillModule of ``teacher`` with top-K tables (kd_fkl unless ``loss`` is given)."""
+    return lambda teacher, loss="kd_fkl", **kw: tiny_module(loss, teacher=teacher, teacher_topk=K, **kw)
 
 
 @pytest.mark.parametrize("support", ["topk", "topk_tail"])
-def test_served_table_is_the_local_teachers_table(server, tokenizer, support):
-    dm = sft_datamodule()
+def test_served_table_is_the_local_teachers_table(server, tokenizer, support, tiny_data):
+    dm = tiny_data(**SFT_ROWS)
     fmt = TeacherFormat(support, K)
     served = served_table(
         ServedTeacher(server.url, batch_size=3), dm.loader("train"), "chosen", fmt, tokenizer
@@ -74,25 +72,29 @@ def test_served_table_is_the_local_teachers_table(server, tokenizer, support):
         torch.testing.assert_close(served[key].float(), local[key].float(), atol=2e-3, rtol=1e-3)
 
 
-def test_kd_against_the_server_equals_kd_against_the_same_model_loaded_locally(server, tmp_path):
-    dm = sft_datamodule()
-    served = _module(ServedTeacher(server.url), optimizer_in_backward=False)
+def test_kd_against_the_server_equals_kd_against_the_same_model_loaded_locally(
+    server, tmp_path, tiny_data, make, fit
+):
+    dm = tiny_data(**SFT_ROWS)
+    served = make(ServedTeacher(server.url))
     assert served.teacher is None and not served.teacher_models  # no weights held
-    local = _module(TEACHER, teacher_cache=str(tmp_path))  # the same top-k path, from the local model
+    local = make(TEACHER, teacher_cache=str(tmp_path))  # the same top-k path, from the local model
     before = server.requests
-    got, expected = _first_loss(served, dm), _first_loss(local, dm)
+    got, expected = _first_loss(fit, served, dm), _first_loss(fit, local, dm)
     assert server.requests > before
     assert got == pytest.approx(expected, abs=1e-4)
-    online = _first_loss(_module(TEACHER), dm)  # full logits: top-16 of 624 differs by 4 %, 9x the tolerance
+    online = _first_loss(
+        fit, make(TEACHER), dm
+    )  # full logits: top-16 of 624 differs by 4 %, 9x the tolerance
     assert abs(online - expected) > 9e-4
 
 
-def test_on_policy_rollouts_ask_the_server_per_batch(server):
-    module = _module(
+def test_on_policy_rollouts_ask_the_server_per_batch(server, tiny_data, make, fit):
+    module = make(
         ServedTeacher(server.url), loss="kd_rkl", on_policy=OnPolicy(fraction=1.0, max_new_tokens=6)
     )
     before = server.requests
-    trainer = fit(module, sft_datamodule())
+    trainer = fit(module, tiny_data(**SFT_ROWS))
     assert server.requests - before == 2  # one request (4 rollouts <= batch_size) per step
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
 
@@ -173,7 +175,7 @@ def test_a_server_of_another_vocabulary_is_refused(tokenizer):
             ServedTeacher(other.url, model="tiny-teacher").model_name()
 
 
-def test_served_teacher_settings_are_checked():
+def test_served_teacher_settings_are_checked(make):
     with pytest.raises(ValueError, match="http"):
         ServedTeacher("127.0.0.1:8000")
     with pytest.raises(ValueError, match="batch_size >= 1"):
@@ -181,7 +183,7 @@ def test_served_teacher_settings_are_checked():
     with pytest.raises(ValueError, match="NO_SUCH_KEY_VAR is not set"):
         ServedTeacher("http://127.0.0.1:1/v1", api_key_env="NO_SUCH_KEY_VAR")
     with pytest.raises(ValueError, match="draws from the full distribution"):
-        _module(ServedTeacher("http://127.0.0.1:1/v1"), teacher_support="sampled")
+        make(ServedTeacher("http://127.0.0.1:1/v1"), teacher_support="sampled")
 
 
 def test_train_py_with_a_served_teacher_and_its_preflight(server, tiny_cfg):

@@ -7,8 +7,9 @@ from functools import partial
 
 import pytest
 import torch
-from distill_helpers import TINY, fit, sft_datamodule
-from train_helpers import assert_sane_losses
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from train_helpers import CONFIGS, assert_sane_losses
 
 from prefdistill.losses import get_loss
 from prefdistill.models import load_model
@@ -19,15 +20,15 @@ from prefdistill.modules.teacher_cache import TeacherCache, same_vocabulary_topk
 from prefdistill.modules.teacher_formats import TeacherFormat, bytes_per_token
 from prefdistill.modules.teachers import Teachers
 
+TINY = instantiate(OmegaConf.load(CONFIGS / "model" / "tiny.yaml"))
 A, B = dataclasses.replace(TINY, seed=1), dataclasses.replace(TINY, seed=2)
+SFT_ROWS = {"record_type": "sft", "val_fraction": 0.0}
 
 
-def _module(teacher, loss="kd_fkl", **kw):
-    module = build_module(
-        loss=get_loss(loss), policy=TINY, teacher=teacher, optimizer=partial(torch.optim.SGD, lr=0.5), **kw
-    )
-    module.configure_model()
-    return module
+@pytest.fixture
+def make(tiny_module):
+    """A DistillModule of ``teacher`` (kd_fkl unless ``loss`` is given)."""
+    return lambda teacher, loss="kd_fkl", **kw: tiny_module(loss, teacher=teacher, **kw)
 
 
 def _hand_mixed(batch, weights=(0.3, 0.7)) -> torch.Tensor:
@@ -39,10 +40,10 @@ def _hand_mixed(batch, weights=(0.3, 0.7)) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ mixtures
-def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
-    batch = next(iter(sft_datamodule().loader("train")))
+def test_online_mixture_equals_the_hand_mixed_distribution(caplog, tiny_data, make):
+    batch = next(iter(tiny_data(**SFT_ROWS).loader("train")))
     with caplog.at_level("INFO", logger="prefdistill.modules.teachers"):
-        module = _module([A, B], teacher_weights=[0.3, 0.7])
+        module = make([A, B], teacher_weights=[0.3, 0.7])
     assert "mixture of 2 teachers, weights [tiny 0.3, tiny 0.7]" in caplog.text
     assert module.teacher is None and len(module.teacher_models) == 2
     inputs = module._side_inputs(batch, "chosen")
@@ -61,9 +62,9 @@ def test_online_mixture_equals_the_hand_mixed_distribution(caplog):
     assert not torch.allclose(alone, loss(inputs).loss)
 
 
-def test_cached_mixture_stores_the_top_k_of_the_hand_mixed_distribution(tmp_path):
-    dm = sft_datamodule(n=4)
-    fit(_module([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1)
+def test_cached_mixture_stores_the_top_k_of_the_hand_mixed_distribution(tmp_path, tiny_data, make, fit):
+    dm = tiny_data(**SFT_ROWS, max_samples=4)
+    fit(make([A, B], teacher_weights=[0.3, 0.7], teacher_cache=str(tmp_path), teacher_topk=8), dm, steps=1)
     data = TeacherCache(tmp_path, TeacherFormat().fields).load(next(tmp_path.glob("*.pt")).stem)
     batch = next(iter(dm.loader("train")))
     mask = batch["chosen_labels"][:, 1:] != -100
@@ -112,8 +113,8 @@ def test_teacher_list_composes_and_trains_a_mixture(tiny_cfg, caplog):
 
 
 # ------------------------------------------------------------------ stored formats
-def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
-    loader = sft_datamodule(n=4).loader("train")
+def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token(tiny_data):
+    loader = tiny_data(**SFT_ROWS, max_samples=4).loader("train")
     teacher = load_model(A, trainable=False)
     tables = {
         name: same_vocabulary_topk(teacher, loader, "chosen", TeacherFormat(name, 8))
@@ -133,11 +134,11 @@ def test_formats_store_16_bit_values_and_int32_ids_with_their_bytes_per_token():
     )
 
 
-def test_sampled_draws_depend_on_seed_and_row_not_on_batching():
+def test_sampled_draws_depend_on_seed_and_row_not_on_batching(tiny_data):
     teacher = load_model(A, trainable=False)
     fmt = TeacherFormat("sampled", 16, seed=0)
-    by4 = same_vocabulary_topk(teacher, sft_datamodule(n=6, batch_size=4).loader("train"), "chosen", fmt)
-    dm2 = sft_datamodule(n=6, batch_size=4)
+    by4 = same_vocabulary_topk(teacher, tiny_data(**SFT_ROWS, max_samples=6).loader("train"), "chosen", fmt)
+    dm2 = tiny_data(**SFT_ROWS, max_samples=6)
     dm2.eval_batch_size = 2
     by2 = same_vocabulary_topk(teacher, dm2.loader("train"), "chosen", fmt)
     for key in by4:
@@ -147,20 +148,20 @@ def test_sampled_draws_depend_on_seed_and_row_not_on_batching():
 
 
 @pytest.mark.parametrize("support", ["topk_tail", "sampled"])
-def test_modules_train_from_each_format_and_key_caches_by_format(support, tmp_path):
-    dm = sft_datamodule()
-    fit(_module(A, teacher_cache=str(tmp_path), teacher_topk=8), dm)
-    module = _module(A, teacher_cache=str(tmp_path), teacher_topk=8, teacher_support=support)
+def test_modules_train_from_each_format_and_key_caches_by_format(support, tmp_path, tiny_data, make, fit):
+    dm = tiny_data(**SFT_ROWS)
+    fit(make(A, teacher_cache=str(tmp_path), teacher_topk=8), dm)
+    module = make(A, teacher_cache=str(tmp_path), teacher_topk=8, teacher_support=support)
     assert module.teacher is None
     trainer = fit(module, dm)
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["train/loss"])))
     assert len(list(tmp_path.glob("*.pt"))) == 2  # topk and this format: two entries
 
 
-def test_format_settings_that_would_do_nothing_are_refused(tmp_path):
+def test_format_settings_that_would_do_nothing_are_refused(tmp_path, make):
     with pytest.raises(ValueError, match="format of stored teacher tables: set module.teacher_cache"):
-        _module(A, teacher_support="topk_tail")
+        make(A, teacher_support="topk_tail")
     with pytest.raises(ValueError, match=r"reads teacher formats \['topk', 'topk_tail'\], not .*sampled"):
-        _module(A, loss="kd_rkl", teacher_cache=str(tmp_path), teacher_support="sampled")
+        make(A, loss="kd_rkl", teacher_cache=str(tmp_path), teacher_support="sampled")
     with pytest.raises(ValueError, match="not one of auto, topk, topk_tail, sampled"):
-        _module(A, teacher_cache=str(tmp_path), teacher_support="dense")
+        make(A, teacher_cache=str(tmp_path), teacher_support="dense")
