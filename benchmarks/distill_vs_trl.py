@@ -5,8 +5,8 @@
 
 Teacher SmolLM2-135M-Instruct (``teacher=smollm2_135m``), student its 10-layer pruned copy
 (``model=smollm2_135m_l10``, full fine-tune), fp32, AdamW at a constant lr, no clipping, no weight decay;
-the demo SFT prompts/responses (chat template, ``--batch`` rows per step, the same rows in the same order on
-both sides). Two modes:
+the demo SFT prompts/responses (chat template, ``--batch`` rows per step: 8, as ``configs/data/demo.yaml``; the
+same rows in the same order on both sides). Two modes:
 
 * offline token KD on the dataset responses, forward KL(p_T ‖ q_S): ours reads the teacher from its top-k
   table (k = 64, ``module.teacher_cache``, built once in a separate ``prepare`` process, not timed, its wall
@@ -287,7 +287,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=None, help="runs per configuration (default 2; --quick 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps (default 3; --quick 1)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    ap.add_argument("--batch", type=int, default=4, help="rows per optimizer step (both sides)")
+    ap.add_argument(
+        "--batch", type=int, default=8, help="rows per optimizer step, both sides (the demo data config: 8)"
+    )
     ap.add_argument(
         "--new-tokens", type=int, default=32, help="on-policy: new tokens per rollout (demo answers: < 20)"
     )
