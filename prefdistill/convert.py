@@ -172,10 +172,40 @@ def save_final_policy(trainer, module, spec: ModelSpec, tokenizer, out_dir: str 
     return merge_and_save(module.policy, tokenizer, out_dir, merge=merge, standalone=standalone)
 
 
+def saved_model(model_dir: str | Path, spec: ModelSpec) -> dict:
+    """How a run's model was saved, for the log line and ``metrics.json``: ``format`` ("LoRA adapter" or "full
+    model"), ``base`` (an adapter's ``base_model_name_or_path``: the hub id also when the base weights came from
+    the offline fallback), ``merged`` (the merged copy ``save_merged=true`` wrote, or None) and, when the base
+    weights were not loaded from ``base`` itself, ``base_weights`` saying from where."""
+    import json
+
+    from prefdistill.models.load import fallback_used
+
+    model_dir = Path(model_dir)
+    adapter = model_dir / "adapter_config.json"
+    info: dict = {"path": str(model_dir), "format": "LoRA adapter" if adapter.is_file() else "full model"}
+    if adapter.is_file():
+        info["base"] = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        info["merged"] = str(model_dir / "merged") if (model_dir / "merged").is_dir() else None
+    if fallback_used(spec):
+        info["base_weights"] = fallback_used(spec)
+    return info
+
+
+def describe_saved(info: dict) -> str:
+    """``saved_model``'s record as one phrase: "LoRA adapter over <base> (...)" or "full model"."""
+    text = info["format"] + (f" over {info['base']}" if info.get("base") else "")
+    notes = [f"base weights from {info['base_weights']}"] if info.get("base_weights") else []
+    notes += [f"merged copy in {info['merged']}"] if info.get("merged") else []
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
 # -- command line -----------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> int:
+    """``pd-convert``: returns the exit status (0: converted, the output folder printed); a checkpoint or
+    run folder that cannot be read ends with status 1 and one line saying why."""
     parser = argparse.ArgumentParser(
         prog="pd-convert",
         description="Checkpoint of a prefdistill run (DeepSpeed ZeRO-2/3 folder or Lightning .ckpt) "
@@ -190,12 +220,15 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--tag", help="DeepSpeed checkpoint tag (default: the folder's 'latest')")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    out = convert_checkpoint(
-        args.checkpoint, args.out_dir, run_dir=args.run_dir, merge=args.merge, tag=args.tag
-    )
+    try:
+        out = convert_checkpoint(
+            args.checkpoint, args.out_dir, run_dir=args.run_dir, merge=args.merge, tag=args.tag
+        )
+    except (FileNotFoundError, ValueError) as err:  # not a checkpoint, no run folder, another model's weights
+        parser.exit(1, f"pd-convert: {err}\n")
     print(out)
-    return out
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -24,7 +24,7 @@ from prefdistill.generation.shards import MANIFEST, PromptSource, generate_to_sh
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.cache import hash_inputs
 from prefdistill.utils.config_groups import register_config_groups
-from prefdistill.utils.run import config_dir, register_resolvers, task_wrapper
+from prefdistill.utils.run import config_dir, exit_on_usage_error, register_resolvers, task_wrapper
 
 log = logging.getLogger("prefdistill.generate")
 register_config_groups()  # the teacher group (utils/config_groups.py)
@@ -72,6 +72,7 @@ def _count(values) -> dict[str, int]:
 
 
 @hydra.main(config_path=config_dir(), config_name="generate", version_base="1.3")
+@exit_on_usage_error
 def main(cfg: DictConfig) -> int:
     return generate(cfg)["records"]
 

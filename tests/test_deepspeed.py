@@ -104,7 +104,8 @@ def test_zero3_resume_equals_an_uninterrupted_run_and_gathers_weights(tmp_path):
     result = json.loads((straight / "metrics.json").read_text())
     assert result["before"]["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
     saved = _assert_resumed_equals_straight(straight, resumed)  # gathered from the partitioned policy
-    converted = pd_convert([str(resumed / "checkpoints" / "last.ckpt"), str(tmp_path / "converted")])
+    converted = tmp_path / "converted"
+    assert pd_convert([str(resumed / "checkpoints" / "last.ckpt"), str(converted)]) == 0
     _assert_equal(_weights(converted), saved)
 
 
@@ -119,7 +120,7 @@ def test_lora_checkpoint_converts_to_adapter_and_merged_model(tmp_path):
         "lora",
         "trainer.max_steps=2",
         LORA,
-        "merge_lora=true",
+        "save_merged=true",
         "callbacks.model_checkpoint.every_n_train_steps=1",
     )
     ckpt = out / "checkpoints" / "last.ckpt"

@@ -79,8 +79,9 @@ def test_submitit_local_multirun_runs_two_jobs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").glob("*")
     assert (sweep / ".submitit").is_dir(), "the jobs went through submitit"
-    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
-    assert [p.name for p in jobs] == ["0", "1"]
+    jobs = sorted(p for p in sweep.iterdir() if p.name[:1].isdigit())
+    assert [p.name for p in jobs] == ["0_method.beta=0.1", "1_method.beta=0.5"]  # named in the job's process
+    assert (sweep / "summary.md").is_file()
     betas = set()
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["global_step"] == 2, job

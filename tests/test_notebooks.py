@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,13 +112,38 @@ def test_notebook_runs_on_a_tiny_sweep(path, tiny_sweep, kernel, tmp_path, monke
     if path.name == "sweep_metrics.ipynb":
         assert (figures / "sweep_method.beta.png").stat().st_size > 10_000
     elif path.name == "training_curves.ipynb":
-        assert "0: 5 logged rows, last step 3" in out  # val before, 3 train steps, val after
+        assert "0_method.beta=0.1: 5 logged rows, last step 3" in out  # val before, 3 train steps, val after
         assert (figures / "training_curves.png").stat().st_size > 10_000
     elif path.name == "compare_methods.ipynb":
         table = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line[:2] == "| "]
         assert table[0][:4] == ["Run", "Method", "Model", "beta"]
         assert [row[:4] for row in table[1:]] == [
-            ["0", "dpo", "tiny", "0.100"],
-            ["1", "dpo", "tiny", "0.500"],
+            ["0_method.beta=0.1", "dpo", "tiny", "0.100"],
+            ["1_method.beta=0.5", "dpo", "tiny", "0.500"],
         ]
         assert "no eval_results.json" in out
+
+
+@pytest.mark.slow
+def test_the_documented_headless_command_runs_every_notebook(tiny_sweep, tmp_path):
+    """docs/usage.md's ``jupyter execute`` line (what the dev extra installs), typed from the project folder with
+    a relative results folder: the kernels run in notebooks/, and still find it; figures go to <results>/figures."""
+    usage = (REPO / "docs" / "usage.md").read_text()
+    (line,) = [
+        line for line in usage.splitlines() if "jupyter execute" in line and line.startswith("PREFDISTILL")
+    ]
+    results = os.path.relpath(tiny_sweep, REPO)
+    command = line.replace("logs/train/multiruns/<time>", results)
+    notebooks = re.findall(r"notebooks/\S+\.ipynb", command)
+    assert sorted(notebooks) == sorted(f"notebooks/{p.name}" for p in NOTEBOOKS)
+    bin_dir = str(
+        Path(sys.executable).parent
+    )  # the dev extra's `jupyter`, and this interpreter for the kernel
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PWD": str(REPO),
+           "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    env.pop("PREFDISTILL_FIGURES", None)
+    proc = subprocess.run(command, shell=True, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"sweep_method.beta.png", "training_curves.png"} <= {
+        p.name for p in (tiny_sweep / "figures").iterdir()
+    }

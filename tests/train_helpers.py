@@ -33,6 +33,16 @@ TINY_OVERRIDES = [
 LOSS_BOUND = 100.0
 
 
+def good_pair(i: int) -> dict:
+    """A well-formed preference row of a local ``.jsonl`` file (id ``g<i>``)."""
+    return {
+        "id": f"g{i}",
+        "prompt": f"What is {i} plus {i}?",
+        "chosen": f"It is {2 * i}.",
+        "rejected": "No idea.",
+    }
+
+
 def assert_sane_losses(metrics: dict, run_dir: str | Path) -> None:
     """Every ``train/loss*`` of ``metrics`` finite and below ``LOSS_BOUND`` in size, and ``metrics.json`` in
     ``run_dir`` counts no step skipped for a non-finite loss."""

@@ -79,8 +79,11 @@ def run(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.C
 
 
 def tail(proc: subprocess.CompletedProcess) -> str:
+    """The failing run's cause: its last error line (a run's last line says only that its folder was removed)."""
     lines = [x for x in (proc.stderr + proc.stdout).strip().splitlines() if x.strip()]
-    return lines[-1][:120].replace(" ", "_") if lines else f"rc={proc.returncode}"
+    errors = [x for x in lines if "Error" in x or "error:" in x]
+    line = (errors or lines or [f"rc={proc.returncode}"])[-1]
+    return line[:160].replace(" ", "_")
 
 
 # -- 1. pytest -m gpu ---------------------------------------------------------------------------------
@@ -107,7 +110,8 @@ def train_overrides(s: dict, data: Path, steps: int, run_name: str) -> list[str]
             f"data.batch_size={s['batch']}", "data.max_samples=null", "data.val_fraction=0.0",
             f"trainer.max_steps={steps}", "trainer.limit_val_batches=0", "validate_before_fit=false",
             "validate_after_fit=false", "save_model=false", "ckpt_path=null", f"run_name={run_name}",
-            f"module.optimizer.lr={LR}", "~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false"]  # fmt: skip
+            f"module.optimizer.lr={LR}", "~callbacks.model_checkpoint", "~callbacks.timed_checkpoint",
+            "+trainer.enable_checkpointing=false"]  # fmt: skip
 
 
 def throughput_from_csv(run_dir: Path, warmup: int) -> tuple[float, float]:

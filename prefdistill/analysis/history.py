@@ -3,7 +3,8 @@
 Every run with the default ``logger=wandb`` or with ``logger=csv`` writes that file beside its other
 outputs (Lightning's CSV logger, :class:`prefdistill.utils.csv_logger.AppendingCSVLogger`): one row per logging call,
 a ``step`` column (the optimizer step), ``epoch`` and one column per logged scalar, empty where a row
-did not log it. A resumed run appends to it, so a step can appear twice (see :func:`metric_curve`).
+did not log it. A resumed run appends to it after dropping the rows its checkpoint does not cover, so each
+step appears once (files of older versions may repeat steps: :func:`metric_curve` keeps the last).
 The CSV is read rather than W&B's own ``.wandb`` files because wandb ships no reader for those.
 """
 
@@ -39,8 +40,8 @@ def load_histories(results: Results) -> dict[str, pd.DataFrame]:
 
 
 def metric_curve(history: pd.DataFrame, metric: str, smooth: float = 0.0) -> pd.DataFrame:
-    """``(step, metric)`` rows of one metric, sorted by step; a step logged twice (a resumed run
-    repeating the steps after its last checkpoint) keeps its last value. ``smooth`` in [0, 1) is an
+    """``(step, metric)`` rows of one metric, sorted by step; a step logged twice (a resumed run of an
+    older version repeating the steps after its last checkpoint) keeps its last value. ``smooth`` in [0, 1) is an
     exponential moving average weight (as W&B's smoothing slider)."""
     import pandas as pd
 

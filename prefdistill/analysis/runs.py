@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefdistill.utils.nested import flatten
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -29,8 +31,10 @@ RUN_COLUMNS = ("run", "path", "method", "model", "finished", "global_step", "wal
 # Held-out metrics plotted and tabulated by default (those present); win rates are added when a run
 # was evaluated (``eval/.../win_rate``).
 SWEEP_METRICS = ("val/reward/accuracy", "val/reward/margin", "val/loss")
-# Config entries that differ between the jobs of a sweep without being swept.
-_NOT_SWEPT = re.compile(r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^method\.name$)")
+# Config entries that differ between the jobs of a sweep without being swept (the loggers' per-run names and ids).
+_NOT_SWEPT = re.compile(
+    r"(^run_name$|(^|\.)(id|group)$|_target_$|^paths\.|^hydra\.|^logger\.|^method\.name$)"
+)
 # Folders of a run that may hold a copy of its config without being runs themselves.
 _NOT_RUNS = {"wandb", "checkpoints", "model"}
 
@@ -60,11 +64,23 @@ def latest_multirun(log_dir: str | Path | None = None) -> Path:
     return max(sweeps, key=lambda p: (p.name, p.stat().st_mtime))  # <time> names sort by time
 
 
+def _located(path: Path) -> Path:
+    """A results folder given relative to where the command was typed: the current folder, else the shell's
+    (``$PWD``: a notebook's kernel, ``jupyter execute notebooks/<name>.ipynb`` too, runs in the notebook's
+    folder), else the project root."""
+    if path.is_absolute() or path.exists():
+        return path
+    for base in (os.environ.get("PWD"), _repo_root()):
+        if base and (Path(base) / path).exists():
+            return Path(base) / path
+    raise FileNotFoundError(f"results folder {path} does not exist")
+
+
 def results_dirs(value: str | None = None) -> list[Path]:
     """The results folders to analyse: ``value``, else ``$PREFDISTILL_RESULTS`` (several separated
     by ``os.pathsep``), else :func:`latest_multirun`."""
     value = value if value is not None else os.environ.get(RESULTS_ENV, "")
-    paths = [Path(p).expanduser() for p in value.split(os.pathsep) if p.strip()]
+    paths = [_located(Path(p).expanduser()) for p in value.split(os.pathsep) if p.strip()]
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"results folder {p} does not exist")
@@ -119,20 +135,6 @@ def labelled_runs(results: Results) -> dict[str, Path]:
 # -- one run -----------------------------------------------------------------------------------
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": leaf}``; lists and scalars are leaves."""
-    if not isinstance(tree, dict):
-        return {prefix: tree} if prefix else {}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
-
-
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """One run folder: ``{"path", "config" (nested dict), "metrics" (metrics.json or {}),
     "finished", "eval" (eval_results.json dicts)}``. A run without metrics.json is unfinished
@@ -155,12 +157,16 @@ def _number(value: Any) -> bool:
 def run_metrics(run: dict[str, Any]) -> dict[str, float]:
     """Flat metrics of a loaded run, named as ``train.main`` returns them: held-out metrics after
     training under their own names (``val/loss``), before training as ``before/val/loss``, training
-    metrics (``train/...``), and evaluation metrics as ``eval/<metric>`` (from metrics.json when
-    train.py evaluated, else from the run's ``eval_<suite>/eval_results.json``)."""
+    metrics (``train/...``), evaluation metrics as ``eval/<metric>`` (from metrics.json when train.py
+    evaluated, else from the run's ``eval_<suite>/eval_results.json``) and the run's cost as
+    ``cost/seconds`` and ``cost/tokens`` (pipeline stages + training, ``utils/cost.py``)."""
     m = run["metrics"]
     out: dict[str, float] = {}
     out.update({f"before/{k}": v for k, v in m.get("before", {}).items()})
     out.update(m.get("train", {}))
+    cost = m.get("cost") or {}
+    out.update({name: cost[key] for name, key in (("cost/seconds", "total_s"), ("cost/tokens", "total_tokens"))
+                if key in cost})  # fmt: skip
     for result in run["eval"]:
         for k, v in result.get("metrics", {}).items():
             out.setdefault(f"eval/{k}", v)

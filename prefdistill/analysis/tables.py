@@ -11,7 +11,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 # Held-out metrics shown before -> after training, with their headers.
-HELD_OUT = (("val/reward/accuracy", "Acc"), ("val/reward/margin", "Margin"), ("val/loss", "Val loss"))
+# "Acc" is TRL's (a tie counts as wrong: 0 while the policy equals the reference), "Acc (ties 1/2)" counts a
+# tie as 1/2 (losses/terms.py).
+HELD_OUT = (
+    ("val/reward/accuracy", "Acc"),
+    ("val/reward/accuracy_ties_half", "Acc (ties 1/2)"),
+    ("val/reward/margin", "Margin"),
+    ("val/loss", "Val loss"),
+)
 
 
 def comparison_columns(table: pd.DataFrame) -> list[tuple[str, str]]:

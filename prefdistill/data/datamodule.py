@@ -48,7 +48,7 @@ from prefdistill.data.collate import (
 from prefdistill.data.examples import build_examples, new_stats, summary
 from prefdistill.data.loading import BAD_ROW_POLICIES, get_source, load_records, shipped_dir
 from prefdistill.data.records import RECORD_TYPES, DataError
-from prefdistill.data.sampler import ResumableRandomSampler, Rows, ShardBatches
+from prefdistill.data.sampler import ResumableLoader, ResumableRandomSampler, Rows, ShardBatches
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import TruncationPolicy
 from prefdistill.utils.distributed import part
@@ -258,12 +258,13 @@ class PreferenceDataModule(LightningDataModule):
         if self._resume_state is not None:
             sampler.resume(self._resume_state["epoch"], self._resume_state["batches_done"] * self.batch_size)
             self._resume_state = None
-        return DataLoader(
+        return ResumableLoader(
             examples,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=self._collate(),
             num_workers=self.num_workers,
+            position=self.state_dict,
         )
 
     def _ranks(self) -> tuple[int, int]:

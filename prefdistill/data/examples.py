@@ -93,11 +93,14 @@ def build_examples(
 
 
 def summary(split: str, stats: dict) -> str:
-    """The one-line log summary of a split's stats."""
+    """The one-line log summary of a split's stats. Its counts add up: rows read = kept + skipped + moved to
+    validation (the rows a split without a validation split gives to it)."""
     skipped = sum(stats["rows_skipped"].values())
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(stats["rows_skipped"].items()))
+    moved = stats.get("rows_to_validation", 0)
     return (
         f"data[{split}]: {stats['rows_read']} rows read, {stats['rows_kept']} kept, {skipped} skipped"
         + (f" ({reasons})" if reasons else "")
+        + (f", {moved} moved to validation" if moved else "")
         + f", {stats['prompts_truncated']} prompts truncated, {stats['responses_truncated']} responses truncated"
     )

@@ -272,8 +272,22 @@ def _offline() -> bool:
     return os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+class SkipLog(Counter):
+    """Skip counts by reason that also keep where the first ``keep`` skipped rows are, logging nothing: the
+    preflight scan (``data/scan.py``) reports them all in one message."""
+
+    def __init__(self, keep: int = 5):
+        super().__init__()
+        self.keep, self.first = keep, []
+
+
 def note_skip(skipped: Counter, reason: str, msg: str) -> None:
-    """Count a skipped row under ``reason``; the first few skips are also logged with ``msg``."""
+    """Count a skipped row under ``reason``; the first few skips are also logged with ``msg`` (kept instead,
+    quietly, by a :class:`SkipLog`)."""
+    if isinstance(skipped, SkipLog):
+        skipped[reason] += 1
+        skipped.first += [msg] if len(skipped.first) < skipped.keep else []
+        return
     skipped[reason] += 1
     n = sum(skipped.values())
     if n <= _MAX_SKIP_WARNINGS:

@@ -28,12 +28,14 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Union
 
+from prefdistill.utils.errors import UsageError
+
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
 ROLES = ("system", "user", "assistant")
 
 
-class DataError(ValueError):
+class DataError(UsageError, ValueError):
     """Bad or unreadable input data; the message names the source, row and field."""
 
 

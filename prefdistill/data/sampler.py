@@ -21,7 +21,9 @@ contiguous block of rows, in the same number of batches on every rank, nothing r
 
 from __future__ import annotations
 
-from torch.utils.data import Dataset, DistributedSampler
+from collections.abc import Callable
+
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from prefdistill.utils.distributed import shard_batches
 
@@ -50,6 +52,30 @@ class ResumableRandomSampler(DistributedSampler):
         # The epoch's full length even right after a resume: Lightning derives the schedule
         # length (estimated_stepping_batches) from it, and that must not change on restart.
         return self.num_samples
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable in Lightning's sense (``state_dict``/``load_state_dict``), so resuming
+    mid-epoch raises no "dataloader is not resumable" warning: a resumed run sees exactly the batches an
+    uninterrupted run sees (``tests/test_resume.py``).
+
+    Its state is ``position()``: ``{"epoch", "batches_done"}`` as the trainer counts them (Lightning fetches a
+    batch ahead, so the batches this loader yielded are one more). ``load_state_dict`` resumes its
+    :class:`ResumableRandomSampler` there. Lightning calls it when it builds the loader after restoring its
+    loops; when a schedule asks for ``estimated_stepping_batches`` first, the loader is built before, and the
+    datamodule's own checkpoint state (restored earlier) resumes the sampler in the same way.
+    """
+
+    def __init__(self, *args, position: Callable[[], dict], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict:
+        return self.position()
+
+    def load_state_dict(self, state: dict) -> None:
+        if state and isinstance(self.sampler, ResumableRandomSampler):  # overfit_batches swaps the sampler
+            self.sampler.resume(state["epoch"], state["batches_done"] * self.batch_size)
 
 
 class ShardBatches(DistributedSampler):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prefdistill.utils.markdown import markdown_table
+
 GENERATIONS_FILE = "generations.jsonl"
 
 
@@ -105,8 +107,6 @@ def by_label(entries: Sequence[tuple[str, int | None, dict[str, bool]]]) -> dict
 def paired_table(entries: Sequence[tuple[str, int | None, dict[str, bool]]], against: Sequence[str]) -> str | None:
     """Markdown: every row against each label of ``against`` present (Δ EM [95 % CI], wins:losses, sign-test
     p, verdict). None when no label of ``against`` is among the rows."""
-    from prefdistill.utils.markdown import markdown_table
-
     runs = by_label(entries)
     baselines = [b for b in against if b in runs]
     if not baselines:

@@ -56,24 +56,35 @@ def generate(spec: ModelSpec, suite: EvalSuite, examples) -> list[str]:
 
 
 def servable_dir(run_dir: Path, base: ModelSpec) -> Path:
-    """``<run>/model`` when it holds a full model; for a LoRA adapter, ``<run>/model/merged``
-    (merged once here when train.py did not write it, so any backend can load one folder)."""
+    """One folder any backend can load for a run's model: ``<run>/model`` when it holds a full model; for a
+    LoRA adapter the merged copy ``save_merged=true`` wrote (``<run>/model/merged``), else one merged here
+    into the cache (``<cache>/merged/<adapter + base key>/``, once per adapter): the run folder is not
+    written to, and the log line says where the merged model is."""
     model_dir = run_dir / "model"
     if not (model_dir / "adapter_config.json").is_file():
         return model_dir
-    merged = model_dir / "merged"
+    if (model_dir / "merged").is_dir():
+        return model_dir / "merged"
+    from prefdistill.models.spec import file_fingerprint
+    from prefdistill.utils.cache import hash_inputs
+
+    adapter = [file_fingerprint(p) for p in sorted(model_dir.glob("adapter_*")) if p.is_file()]
+    base = ModelSpec(**{**base.to_dict(), "lora": None})
+    merged = base.resolved_cache_dir() / "merged" / hash_inputs({"adapter": adapter, "base": base.identity()})
     if not merged.is_dir():
         from peft import PeftModel
 
         from prefdistill.models import load_model, load_tokenizer
         from prefdistill.utils.atomic import atomic_dir
 
-        log.info("merging the LoRA adapter of %s into %s", model_dir, merged)
-        base_model = load_model(ModelSpec(**{**base.to_dict(), "lora": None}), trainable=False)
-        model = PeftModel.from_pretrained(base_model, str(model_dir)).merge_and_unload()
+        model = PeftModel.from_pretrained(
+            load_model(base, trainable=False), str(model_dir)
+        ).merge_and_unload()
         with atomic_dir(merged) as tmp:
             model.save_pretrained(tmp)
             load_tokenizer(ModelSpec(str(model_dir))).save_pretrained(tmp)
+    log.info("evaluating the LoRA adapter %s merged over %s into the cache: %s (the run folder is unchanged)",
+             model_dir, base.name_or_path, merged)  # fmt: skip
     return merged
 
 

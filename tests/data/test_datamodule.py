@@ -102,3 +102,37 @@ def test_skip_policy_flows_into_stats(tok, tmp_path):
     assert len(dm.datasets["train"]) + len(dm.datasets["validation"]) == 5
     with pytest.raises(DataError, match=r"mine\.jsonl: row 1 \(line 2\): field 'chosen': empty string"):
         _dm(tok, source="local", path=str(f)).setup("fit")
+
+
+def test_the_data_log_line_adds_up(tok, tmp_path, caplog):
+    """Rows read = kept + skipped + moved to validation (carved from train), all in the one line."""
+    import json
+
+    rows = [
+        {"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.", "rejected": "No idea."}
+        for i in range(30)
+    ]
+    del rows[7]["chosen"]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dm = _dm(tok, source="local", path=str(path), on_bad_row="skip", max_samples=None, val_fraction=0.05)
+    with caplog.at_level(logging.INFO, logger="prefdistill.data.datamodule"):
+        dm.setup("fit")
+    # 29 readable rows: ceil(29 * 0.05) = 2 to validation, 27 kept for training
+    assert any(r.message.startswith("data[train]: 30 rows read, 27 kept, 1 skipped (missing_field=1), "
+                                    "2 moved to validation, 0 prompts truncated") for r in caplog.records), caplog.text  # fmt: skip
+
+
+def test_the_train_loader_is_resumable_in_lightnings_sense(tok):
+    """Lightning warns "dataloader is not resumable ... unreliable results" unless the loader has
+    state_dict/load_state_dict; restored, it continues the epoch's order where it stopped."""
+    from lightning.fabric.utilities.types import _Stateful
+
+    dm = _dm(tok)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, _Stateful)
+    full = [batch["index"].tolist() for batch in loader]
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict({"epoch": 0, "batches_done": 3})
+    assert [batch["index"].tolist() for batch in resumed] == full[3:]

@@ -81,6 +81,7 @@ def test_metrics_are_written_once_and_wandb_has_one_run(runs):
     assert sorted(p.name for p in two.folder.iterdir() if p.name.endswith(".json")) == [
         "metrics.json",
         "policy_spec.json",
+        "run_fingerprint.json",
     ]
 
 
@@ -106,9 +107,9 @@ def test_both_ranks_killed_resume_to_the_uninterrupted_run(runs):
     assert not (killed.folder / "metrics.json").exists()
     resumed_record = tmp / "resumed.jsonl"
     resumed = launch(tmp, "resumed", *common, f"+callbacks.record.path={resumed_record}")
-    assert len(lines(resumed.log, r"\[prefdistill\]\[INFO\] - resuming from")) == 2  # both ranks
+    assert len(lines(resumed.log, r"\[prefdistill.train\]\[INFO\] - resuming run resumed from step 2 of")) == 2
     # caches: written by the first run, read by both ranks of each later one, never computed again
-    assert not lines(killed.log + resumed.log, "computed")
+    assert not lines(killed.log + resumed.log, "computed and cached")  # (the preflight plan says "computed by")
     assert len(lines(resumed.log, r"reference log-probs \[train\]: reused")) == 2
     # rows: steps 0-1 from the killed launch (its step-2 checkpoint), 2-5 from the resumed one
     effective = [b for b in recorded(killed_record) if b[1] < 2] + recorded(resumed_record)

@@ -103,8 +103,10 @@ def test_alpacaeval_suite_writes_model_outputs(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("lora", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["full", "lora"])
-def test_tiny_train_run_evaluated_from_its_folder(lora, tiny_cfg, tmp_path):
+def test_tiny_train_run_evaluated_from_its_folder(lora, tiny_cfg, tmp_path, monkeypatch):
     from prefdistill.train import train
+
+    monkeypatch.setenv("PREFDISTILL_CACHE", str(tmp_path / "pd_cache"))
 
     extra = ["model.lora={r: 2, alpha: 4, target_modules: [q_proj, v_proj]}"] if lora else []
     train_cfg = tiny_cfg("teacher=tiny", *extra)
@@ -116,8 +118,13 @@ def test_tiny_train_run_evaluated_from_its_folder(lora, tiny_cfg, tmp_path):
     ])  # fmt: skip
     metrics = app.evaluate(cfg)
     result = json.loads((run / "eval_demo" / "eval_results.json").read_text())
-    # A LoRA run's adapter is merged once into <run>/model/merged, which any backend can load.
-    assert result["model"]["name_or_path"] == str(run / "model" / "merged" if lora else run / "model")
+    # A LoRA run's adapter is merged once, into the cache (not the run folder), which any backend can load.
+    evaluated = Path(result["model"]["name_or_path"])
+    if lora:
+        assert evaluated.parent == tmp_path / "pd_cache" / "merged" and (evaluated / "config.json").is_file()
+        assert not (run / "model" / "merged").exists()
+    else:
+        assert evaluated == run / "model"
     assert (run / "model" / "adapter_config.json").is_file() == lora
     assert result["scorers"]["offline"].startswith("offline:loglik(")
     assert {"word_count", "rouge1", "offline/win_rate", "offline/ts_win_rate"} <= set(metrics)
@@ -145,3 +152,28 @@ def test_compare_mode(tmp_path, capsys):
     assert app.evaluate(cfg) == {}
     out = capsys.readouterr().out
     assert "| a " in out and "12.50" in out and (tmp_path / "out" / "compare.md").is_file()
+
+
+def test_compare_mode_on_a_sweep_without_evaluation_tabulates_metrics_json(tmp_path, capsys):
+    """No eval_results.json anywhere: the runs' metrics.json summary, saying what generation metrics need,
+    instead of a FileNotFoundError; a folder that does not exist is one clear UsageError."""
+    import yaml
+
+    from prefdistill.utils.errors import UsageError
+
+    for job, beta in (("0_method.beta=0.1", 0.1), ("1_method.beta=0.5", 0.5)):  # what train.py -m writes
+        run = tmp_path / "sweep" / job
+        run.mkdir(parents=True)
+        config = {"method": {"name": "dpo", "beta": beta}, "model": {"name_or_path": "tiny"}}
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(config))
+        metrics = {"before": {"val/loss": 0.693}, "after": {"val/loss": 0.69 - beta}, "global_step": 2,
+                   "cost": {"total_s": 1.5, "total_tokens": 800}}  # fmt: skip
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    cfg = compose_eval(tmp_path, [f"compare=[{tmp_path / 'sweep'}]"])
+    assert app.evaluate(cfg) == {}
+    out = capsys.readouterr().out
+    assert "| 0_method.beta=0.1 | dpo    | tiny  | 0.100 |" in out and "need eval=<suite>" in out
+    assert "Val loss before | Val loss | Time (s) | Tokens |" in out and "0.590 |    1.500 |    800 |" in out
+    assert (tmp_path / "out" / "summary.md").read_text().startswith("| Run ")
+    with pytest.raises(UsageError, match="does not exist"):
+        app.evaluate(compose_eval(tmp_path, [f"compare=[{tmp_path / 'nowhere'}]"]))

@@ -43,7 +43,7 @@ def test_study_multirun_ends_with_the_comparison_table(tmp_path):
     assert "RM = rm:" in main and "held-out pair accuracy" in main  # the reward model trained by the stage
     assert "| Standard KD " in families and "| Teacher " in families
     # the trained rows' cost: the pipeline stages they used plus their fit, recorded in metrics.json
-    (run_metrics,) = [json.loads(p.read_text()) for p in tmp_path.glob("logs/distill_study/multiruns/*/1/metrics.json")]
+    (run_metrics,) = [json.loads(p.read_text()) for p in tmp_path.glob("logs/distill_study/multiruns/*/1_row=kd/metrics.json")]
     cost = run_metrics["cost"]
     assert {s["name"] for s in cost["stages"]} >= {"sft-student", "sft-teacher"}
     assert cost["fit_s"] > 0 and cost["train_tokens"] > 0 and cost["total_s"] >= cost["pipeline_s"]

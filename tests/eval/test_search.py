@@ -66,3 +66,18 @@ def test_a_search_over_two_rows_or_with_nothing_finished_is_refused(tmp_path):
     _job(empty, "0", ["row=kd", "module.optimizer.lr=1e-5"])
     with pytest.raises(ValueError, match="no finished job"):
         search.choose(search.read_jobs(empty), "eval/guarded/exact_match")
+
+
+def test_collapse_table_shows_both_likelihoods_and_their_gap(tmp_path):
+    sweep = tmp_path / "collapse"
+    folder = _job(sweep, "0", ["row=plad", "module.optimizer.lr=5e-5"], 0.0, 0.0, degenerate=True)
+    _job(sweep, "1", ["row=plad", "module.optimizer.lr=1e-5"], 10.0, 10.0)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["before"] = {"val/logps/chosen_per_token": -0.5, "val/logps/rejected_per_token": -1.0}
+    metrics["after"] |= {"val/logps/chosen_per_token": -4.5, "val/logps/rejected_per_token": -9.0}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    table = search.collapse_table(search.read_jobs(sweep))
+    row = next(line for line in table.splitlines() if line.startswith("| 5e-5"))
+    # both sides fall, the gap grows from 0.5 to 4.5 nats per token, answers stop
+    assert "-0.5 → -4.5" in row and "-1 → -9" in row and "0.5 → 4.5" in row and "|       10 |" in row
+    assert "- → -" in next(line for line in table.splitlines() if line.startswith("| 1e-5"))

