@@ -31,6 +31,7 @@ model's ``config.json`` when it is on this machine (counted on the meta device),
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -325,7 +326,9 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
     the data locations, the hardware and the evaluation suite."""
     run = RunNeeds(models=[("policy", policy, "model.name_or_path")])
     if teacher is not None:
-        run.models.append(("teacher", teacher, "teacher.name_or_path"))
+        local, problems = _teachers(teacher)
+        run.models += [("teacher", spec, "teacher.name_or_path") for spec in local]
+        run.problems += problems
     elif "teacher" in loss.needs or (chain is not None and chain.needs_teacher):
         run.problems.append(
             f"teacher: method {loss.name!r} needs one. Fix: teacher=<model config>, e.g. teacher=tiny"
@@ -339,6 +342,20 @@ def needs_of(config: dict, policy: ModelSpec, teacher: ModelSpec | None, loss, p
     if config.get("eval"):
         _eval_needs(run, config["eval"], places)
     return run
+
+
+def _teachers(teacher) -> tuple[list[ModelSpec], list[str]]:
+    """The local teacher models (one, or a mixture's) and the problems of a served one (one try to reach it)."""
+    from prefdistill.models.served import ServedTeacher, ServedTeacherError
+
+    teachers = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    problems = []
+    for served in (t for t in teachers if isinstance(t, ServedTeacher)):
+        try:
+            dataclasses.replace(served, max_retries=0).model_name()
+        except ServedTeacherError as err:
+            problems.append(f"teacher: {err}")
+    return [t for t in teachers if isinstance(t, ModelSpec)], problems
 
 
 def _pipeline_needs(run: RunNeeds, chain, policy, teacher, sizes: Sizes) -> None:

@@ -28,10 +28,11 @@ from prefdistill.convert import describe_saved, save_final_policy, saved_model
 from prefdistill.eval.runner import evaluate_run
 from prefdistill.generation.shards import PromptSource
 from prefdistill.models import ModelSpec, load_tokenizer, record_run_spec
+from prefdistill.models.served import ServedTeacher
 from prefdistill.pipeline import Chain
 from prefdistill.preflight import check
 from prefdistill.utils.atomic import atomic_write_json, atomic_write_text
-from prefdistill.utils.config_groups import register_config_groups
+from prefdistill.utils.config_groups import register_config_groups, teacher_nodes
 from prefdistill.utils.cost import record_stage_costs, run_cost
 from prefdistill.utils.csv_logger import AppendingCSVLogger
 from prefdistill.utils.distributed import start_ranks, stop_ranks
@@ -86,6 +87,8 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
 
     run = RunObjects.build(cfg)  # specs, loss, data chain, module factory: built, nothing loaded or run
+    if run.chain is not None and not isinstance(run.teacher, (ModelSpec, type(None))):
+        raise UsageError("pipeline stages run one local teacher model; not a served teacher or a mixture")
     log.info("loss: %s", run.loss)
     plan = check(  # asks the objects what they will load and run; resolves every model and dataset; fits
         config, run.policy, run.teacher, run.loss, module=run.module(run.policy, run.teacher), chain=run.chain
@@ -119,7 +122,7 @@ class RunObjects:
     loss, the data chain (None without a pipeline) and the factory of the training module."""
 
     policy: ModelSpec
-    teacher: ModelSpec | None
+    teacher: ModelSpec | ServedTeacher | list | None  # a list: several teachers, mixed
     loss: object
     chain: Chain | None
     module_factory: object
@@ -128,7 +131,7 @@ class RunObjects:
     def build(cls, cfg: DictConfig) -> RunObjects:
         return cls(
             policy=instantiate(cfg.model),
-            teacher=instantiate(cfg.teacher) if cfg.get("teacher") else None,
+            teacher=_teacher(teacher_nodes(cfg)),
             loss=instantiate(cfg.method),
             chain=instantiate(cfg.pipeline.prepare) if cfg.get("pipeline") else None,
             module_factory=instantiate(cfg.module, _partial_=True),
@@ -141,6 +144,11 @@ class RunObjects:
             return None
         models = {"policy": policy, **({"teacher": teacher} if "teacher" in self.loss.needs else {})}
         return self.module_factory(loss=self.loss, **models)
+
+
+def _teacher(node):
+    """The teacher spec of a ``teacher`` node (a model or a server), or the list of several teachers' specs."""
+    return [instantiate(n) for n in node] if isinstance(node, list) else instantiate(node)
 
 
 def _train(
@@ -177,7 +185,7 @@ def _train(
     # A resumed run's "before" pass (the initial weights again) is not logged twice: the first launch logged it.
     before = validated(trainer, module, datamodule, cfg.validate_before_fit, logged=start.checkpoint is None)
     for role, spec in (("policy", policy_spec), ("teacher", teacher_spec)):  # what pd-convert / eval rebuild
-        if spec is not None and trainer.is_global_zero:
+        if isinstance(spec, ModelSpec) and trainer.is_global_zero:  # a server or a mixture is in the config
             record_run_spec(spec, out_dir, role)
     trainer.callbacks.append(recording_callback(out_dir, fingerprint(config), start))  # run_fingerprint.json
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

@@ -36,6 +36,9 @@ restricted to the teacher's top-k support S and renormalised on it, ``p_S = soft
 mass outside S is never penalised by the KD term (only the CE term, kd_ratio < 1, sees it), and
 D = 0 as soon as the student's *relative* probabilities on S match the teacher's. With k = V
 this is the full-logits path (up to float rounding). ``teacher_topk_ids`` must be valid ids.
+With ``teacher_tail_logps`` (top-k + tail bucket) or ``teacher_sample_weights`` (sampled tokens, RS-KD)
+the teacher's support is read as :mod:`prefdistill.losses.sparse_teacher` states: the tail bucket for
+every divergence, the unbiased sampled estimate for ``kd_fkl`` and ``kd_skl`` only.
 
 Inputs are aligned: ``student_logits[b, t]`` predicts ``labels[b, t]`` (the caller shifts).
 ``labels`` must be a valid token id wherever ``mask`` is True (it may be -100 elsewhere); it
@@ -55,6 +58,7 @@ import torch.nn.functional as F
 
 from prefdistill.losses.inputs import TokenInputs
 from prefdistill.losses.registry import LossOutput, register
+from prefdistill.losses.sparse_teacher import POINTWISE, sampled_divergence, tail_bucket_logprobs
 from prefdistill.losses.terms import check_range
 
 _NEEDS = frozenset({"teacher", "token_logps"})
@@ -123,6 +127,32 @@ def _selected_logprobs(student_rows, mask, teacher_logits, topk_logps, topk_ids,
     return lp, lq
 
 
+def _token_divergence(divergence, x: TokenInputs, mask, student_rows, temperature: float, div_kw: dict):
+    """(N,) D(p, q) at the masked positions, for every teacher format (``sparse_teacher.py``)."""
+    if x.teacher_sample_weights is not None:  # sampled tokens: unbiased estimate of a teacher expectation
+        if divergence not in _POINTWISE_OF:
+            raise ValueError(
+                f"loss {x.loss_name!r} is not an expectation under the teacher; a sampled teacher estimates "
+                f"only {sorted(n for n, _ in _POINTWISE_OF.values())}"
+            )
+        name, kw = _POINTWISE_OF[divergence]
+        return sampled_divergence(
+            POINTWISE[name], student_rows, x.teacher_topk_logps[mask], x.teacher_topk_ids[mask],
+            x.teacher_sample_weights[mask], loss=x.loss_name, temperature=temperature,
+            **{k: div_kw[v] for k, v in kw.items()},
+        )  # fmt: skip
+    if x.teacher_tail_logps is not None:  # top-k + the teacher's mass outside it
+        lp, lq = tail_bucket_logprobs(
+            student_rows, x.teacher_topk_logps[mask], x.teacher_topk_ids[mask], x.teacher_tail_logps[mask],
+            loss=x.loss_name, temperature=temperature,
+        )  # fmt: skip
+    else:
+        lp, lq = _selected_logprobs(
+            student_rows, mask, x.teacher_logits, x.teacher_topk_logps, x.teacher_topk_ids, temperature
+        )
+    return divergence(lp, lq, **div_kw)
+
+
 def token_kd(
     divergence: Callable[..., torch.Tensor], x: TokenInputs, *, temperature: float, kd_ratio: float, **div_kw
 ) -> LossOutput:
@@ -134,16 +164,15 @@ def token_kd(
         check_range(x.loss_name, name, value, 0.0, 1.0)
     mask = x.mask.bool()
     student_rows = x.student_logits[mask].float()  # (N, V): only distilled positions are computed
-    lp, lq = _selected_logprobs(
-        student_rows, mask, x.teacher_logits, x.teacher_topk_logps, x.teacher_topk_ids, temperature
-    )
     rows = mask.nonzero(as_tuple=True)[0]  # example index of each selected position
     count = mask.sum(-1).clamp_min(1).float()
 
     def per_example(tok: torch.Tensor) -> torch.Tensor:
         return tok.new_zeros(mask.shape[0]).index_add(0, rows, tok) / count
 
-    kd = temperature**2 * per_example(divergence(lp, lq, **div_kw))
+    kd = temperature**2 * per_example(
+        _token_divergence(divergence, x, mask, student_rows, temperature, div_kw)
+    )
     metrics = {"kd/divergence": kd.detach()}
     loss = kd_ratio * kd
     if x.labels is not None:
@@ -157,8 +186,13 @@ def token_kd(
     return LossOutput(loss, metrics)
 
 
+# divergences that are expectations under the teacher: their integrand in sparse_teacher.POINTWISE and
+# which of their hyper-parameters it takes (sampled teachers estimate only these)
+_POINTWISE_OF = {_fkl: ("forward_kl", {}), _skl: ("skew_kl", {"alpha": "alpha"})}
+
 # ---------------------------------------------------------------- registered losses: one table
 _KD = {"temperature": 1.0, "kd_ratio": 1.0}
+# fmt: off
 _FAMILY = [  # name, divergence D(p, q), its own hyper-parameters, summary, source
     ("kd_fkl", _fkl, {}, "Forward KL(p_T ‖ q_S), token mean per example",
      "Hinton et al. 2015; DistiLLM/MiniLLM forward_kl"),
@@ -173,6 +207,7 @@ _FAMILY = [  # name, divergence D(p, q), its own hyper-parameters, summary, sour
     ("kd_srkl", _srkl, {"alpha": 0.1}, "Skew reverse KL(q_S ‖ (1−α)p_T + αq_S), token mean per example",
      "DistiLLM (Ko et al., ICML 2024) distillm/losses.py"),
 ]
+# fmt: on
 
 
 def _check_unit_interval(hp: dict) -> None:
@@ -185,4 +220,5 @@ for _name, _divergence, _extra, _summary, _source in _FAMILY:
     register(
         _name, kind="token", needs=_NEEDS, hparams={**_extra, **_KD}, summary=_summary, source=_source,
         validate=_check_unit_interval,
+        teacher_formats=("topk", "topk_tail", *(("sampled",) if _divergence in _POINTWISE_OF else ())),
     )(partial(token_kd, _divergence))  # fmt: skip

@@ -194,7 +194,10 @@ class TokenInputs:
     its own span head, ``teacher_topk_student_ids`` (B, T, k) the student id of each of those tokens
     (same text; -1: none), ``teacher_span_logps`` (B, T) the teacher's log-prob of the span's later
     tokens and ``span_matched`` (B, T) bool whether the span is one token on both sides.
-    ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. The ``rejected_*``
+    ``teacher_label_logps`` (B, T) are the teacher's log-probs of ``labels``. A top-k teacher may come with
+    ``teacher_tail_logps`` (B, T), the log of its mass outside the top-k (a tail bucket), or be a set of
+    tokens drawn from the teacher with ``teacher_sample_weights`` (B, T, k) (Random-Sampling KD; weight 0:
+    unused slot); :mod:`prefdistill.losses.sparse_teacher` says how the losses read them. The ``rejected_*``
     tensors are the same for a second response per row (losses that need ``rejected``, e.g.
     DistiLLM-2's student responses; :meth:`rejected_side`), and ``progress`` is the fraction of
     training done (schedules).
@@ -210,6 +213,8 @@ class TokenInputs:
     proposal_logps: Tensor | None = None
     sample_mix: float = 0.0
     teacher_label_logps: Tensor | None = None
+    teacher_tail_logps: Tensor | None = None
+    teacher_sample_weights: Tensor | None = None
     teacher_topk_student_ids: Tensor | None = None
     teacher_span_logps: Tensor | None = None
     span_start: Tensor | None = None

@@ -84,6 +84,7 @@ class LossSpec:
     renamed: dict[str, str] = field(default_factory=dict)  # old hparam name -> current name
     summary: str = ""  # one line: what the loss computes (default: the docstring's first line)
     open_hparams: bool = False  # takes hyper-parameters beyond ``hparams`` (checked by ``validate``)
+    teacher_formats: frozenset = frozenset({"topk"})  # stored teacher formats it reads (token losses)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -107,6 +108,7 @@ def register(
     renamed: Mapping[str, str] | None = None,
     summary: str | None = None,
     open_hparams: bool = False,
+    teacher_formats: Iterable[str] = ("topk",),
 ):
     """Register ``fn(x, **hparams)`` under ``name`` (returns ``fn`` unchanged, so it stacks).
 
@@ -120,6 +122,9 @@ def register(
     docstring) is the one-line description the loss table (docs/losses.md) shows. A loss built from others
     (the weighted mixture) declares ``open_hparams=True`` (it takes its parts' hyper-parameters,
     which its ``validate`` checks) and a ``state`` that is a function of its hyper-parameters.
+    ``teacher_formats`` names the stored teacher formats a token loss reads correctly
+    (``prefdistill/modules/teacher_formats.py``: ``topk``, ``topk_tail``, ``sampled``); a training module
+    refuses to give it another.
     """
     if kind not in INPUTS_BY_KIND:
         raise ValueError(f"loss {name!r}: unknown kind {kind!r}; known kinds: {list(INPUTS_BY_KIND)}")
@@ -144,6 +149,7 @@ def register(
         REGISTRY[name] = LossSpec(
             name, fn, kind, frozen, hparams, source, tuple(aliases), validate,
             state if callable(state) else dict(state or {}), dict(renamed or {}), doc[0] if doc else "", open_hparams,
+            frozenset(teacher_formats),
         )  # fmt: skip
         for alias in aliases:
             ALIASES[alias] = name
@@ -160,6 +166,7 @@ class Loss:
         self.name = spec.name
         self.fn = spec.fn
         self.kind = spec.kind
+        self.teacher_formats = spec.teacher_formats
         self.hparams = {**spec.hparams, **{k: _plain(v) for k, v in hparams.items()}}
         if spec.validate is not None:
             spec.validate(self.hparams)

@@ -7,8 +7,12 @@ next-token distributions come from
 
 * the frozen teacher run online on the same tokens (eval mode, no grad), or
 * with ``teacher_cache`` set, its top-k log-probs computed once per (data, teacher, k) and read from
-  disk, so no teacher is held during training (``teacher_cache.py`` states the approximation).
-  Rollouts are new text, so on-policy training always runs the teacher online.
+  disk, so no teacher is held during training (``teacher_cache.py`` states the approximation;
+  ``teacher_support`` picks the stored format: ``topk``, ``topk_tail`` or the unbiased ``sampled``, see
+  ``teacher_formats.py``). Rollouts are new text, so on-policy training runs the teacher online;
+* a served teacher (``teacher=served``, ``prefdistill/models/served.py``): its top-k over HTTP, once into a
+  table for dataset responses (in ``teacher_cache`` when set, else in memory) and per batch for rollouts;
+* several teachers (``teacher=[a,b]``, ``teacher_weights``): their weighted mixture (``teachers.py``).
 
 The module branches on the loss's needs:
 
@@ -46,9 +50,11 @@ from prefdistill.data.templates import PromptEncoder
 from prefdistill.losses import TokenInputs, get_loss
 from prefdistill.models import ModelSpec, load_model, load_tokenizer
 from prefdistill.models.logprobs import selective_log_softmax
+from prefdistill.models.served import ServedTeacher
 from prefdistill.modules.base import PolicyModule
 from prefdistill.modules.held import HeldModel
 from prefdistill.modules.on_policy import OnPolicy, rollout_batch, rollout_generator
+from prefdistill.modules.response_rows import response_index, response_logits
 from prefdistill.modules.teacher_cache import (
     CROSS_FIELDS,
     TeacherCache,
@@ -57,6 +63,7 @@ from prefdistill.modules.teacher_cache import (
     same_vocabulary_topk,
     teacher_cache_key,
 )
+from prefdistill.modules.teachers import Teachers, served_inputs, served_table, teacher_format
 from prefdistill.utils.cache import computed_by_ranks, content_hash
 
 log = logging.getLogger(__name__)
@@ -88,14 +95,18 @@ class DistillModule(PolicyModule):
     def __init__(
         self,
         *args,
-        teacher: ModelSpec | None = None,
+        teacher: ModelSpec | ServedTeacher | list | None = None,
         teacher_cache: str | os.PathLike | None = None,
         teacher_topk: int | str = 64,
+        teacher_support: str = "auto",
+        teacher_weights: list[float] | None = None,
         on_policy: OnPolicy | None = None,
         **kw,
     ):
         super().__init__(*args, **kw)
         needs = self.loss.needs
+        if teacher is None and teacher_weights is not None:
+            raise ValueError("module.teacher_weights mixes several teachers, but no teacher is set")
         if "teacher" in needs and teacher is None:
             raise ValueError(f"loss {self.loss.name!r} needs a teacher: add teacher=<model config>")
         if "policy_samples" in needs and (on_policy is None or on_policy.fraction < 1.0):
@@ -108,6 +119,7 @@ class DistillModule(PolicyModule):
                 f"loss {self.loss.name!r} trains on interleaved samples (the teacher replaces the student's tokens "
                 "outside its top-k): set on_policy.speculative (on_policy=skd; method=skd does)"
             )
+        teachers = None if teacher is None else Teachers(teacher, teacher_weights)
         sampling = on_policy is not None and on_policy.fraction > 0
         if sampling and (teacher_cache is not None or {"cross_tokenizer", "rejected"} & needs):
             raise ValueError(
@@ -118,15 +130,18 @@ class DistillModule(PolicyModule):
         teacher_topk = 64 if teacher_topk == "auto" else teacher_topk
         if teacher_topk < 1:
             raise ValueError(f"teacher_topk must be >= 1, got {teacher_topk}")
+        self.teacher_format = teacher_format(
+            self.loss, teacher_support, teacher_topk, teachers, teacher_cache, on_policy
+        )
         self.cross = "cross_tokenizer" in needs
         if self.cross and teacher_cache is None:  # the aligned table always exists; on disk when possible
             teacher_cache = self.auto_cache("auto", "teacher_topk")
-        self.teacher_spec = teacher
+        self.teachers = teachers
+        self.teacher_spec = None if teachers is None else teachers.first
         self.teacher: torch.nn.Module | None = None
-        fields = CROSS_FIELDS if self.cross else None
-        self.teacher_cache = (
-            None if teacher_cache is None else TeacherCache(teacher_cache, *([fields] if fields else []))
-        )
+        self.teacher_models: list[torch.nn.Module] = []  # the mixture's members, online
+        fields = CROSS_FIELDS if self.cross else self.teacher_format.fields
+        self.teacher_cache = None if teacher_cache is None else TeacherCache(teacher_cache, fields)
         self.teacher_topk = int(teacher_topk)
         self.on_policy = on_policy
         self.vocab_limit: int | None = None  # shared ids of a padded teacher vocabulary
@@ -140,37 +155,67 @@ class DistillModule(PolicyModule):
     # -- models ------------------------------------------------------------------------
     def teacher_source(self) -> str | None:
         """Where the teacher's distributions come from: None (no teacher), ``"table"`` (top-k computed once per
-        split by a teacher loaded for that pass: ``teacher_cache``, or cross-tokenizer losses) or ``"online"``
-        (a frozen teacher held in training). :meth:`configure_extra_models` and :meth:`held_models` both ask."""
-        if self.teacher_spec is None:
+        split by the teacher(s) loaded for that pass: ``teacher_cache``, or cross-tokenizer losses), ``"online"``
+        (frozen teacher(s) held in training) or ``"served"`` (asked over HTTP: no weights here).
+        :meth:`configure_extra_models` and :meth:`held_models` both ask."""
+        if self.teachers is None:
             return None
+        if self._served is not None:
+            return "served"
         return "table" if self.cross or self.teacher_cache is not None else "online"
 
     def configure_extra_models(self) -> None:
-        if self.teacher is None and self.teacher_source() == "online":
-            self.teacher = self._load_teacher()
+        if self.teacher is None and not self.teacher_models and self.teacher_source() == "online":
+            models = self._load_teachers()
+            if self.teachers.mixture:
+                self.teacher_models = models
+            else:
+                self.teacher = models[0]
 
     def held_models(self) -> list[HeldModel]:
-        source = self.teacher_source()
+        source, held = self.teacher_source(), super().held_models()
         if source is None:
-            return super().held_models()
+            return held
+        if source == "served":
+            note = f"served at {self._served.url}: its top-{self.teacher_topk} asked over HTTP, no weights here"
+            return [*held, HeldModel("teacher", self._served, "shared", note=note)]
         if source == "online":
-            return [*super().held_models(), HeldModel("teacher", self.teacher_spec, "frozen")]
+            return [*held, *(HeldModel("teacher", spec, "frozen") for spec in self.teachers.specs)]
         folder = None if self.teacher_cache is None else str(self.teacher_cache.root)
-        note = "aligned to the student's tokens" if self.cross else f"top-{self.teacher_topk}"
-        return [*super().held_models(), HeldModel("teacher", self.teacher_spec, "pass", folder, note)]
+        fmt = self.teacher_format
+        note = f"top-{fmt.k}" if fmt.name == "topk" else f"{fmt.name} k={fmt.k}"
+        note = "aligned to the student's tokens" if self.cross else note
+        return [*held, *(HeldModel("teacher", spec, "pass", folder, note) for spec in self.teachers.specs)]
 
-    def _load_teacher(self) -> torch.nn.Module:
-        teacher = load_model(self.teacher_spec, trainable=False)
+    @property
+    def _served(self) -> ServedTeacher | None:
+        return None if self.teachers is None else self.teachers.served
+
+    def _live_teachers(self) -> list[torch.nn.Module]:
+        return self.teacher_models or [self.teacher]
+
+    def _load_teachers(self) -> list[torch.nn.Module]:
+        """Every local teacher, frozen, each checked against the student's vocabulary (a mixture: one output size)."""
+        models = self.teachers.load()
+        if len({vocab_size(m) for m in models}) != 1:
+            raise ValueError(
+                f"teacher mixture: output sizes {[vocab_size(m) for m in models]} differ; one vocabulary"
+            )
         if not self.cross:
-            self.vocab_limit = self._shared_vocabulary(vocab_size(self.policy), vocab_size(teacher))
-        return teacher.to(self.device) if self._device_known() else teacher
+            limits = {self._shared_vocabulary(vocab_size(self.policy), vocab_size(m), s)
+                      for m, s in zip(models, self.teachers.specs)}  # fmt: skip
+            if len(limits) > 1:
+                raise ValueError(
+                    f"teacher mixture: the teachers share {sorted(limits, key=str)} ids with the student"
+                )
+            self.vocab_limit = limits.pop()
+        return [m.to(self.device) if self._device_known() else m for m in models]
 
-    def _shared_vocabulary(self, student: int, other: int) -> int | None:
+    def _shared_vocabulary(self, student: int, other: int, spec: ModelSpec) -> int | None:
         """None (one vocabulary), the shared size of a padded one (logged once), or an error naming both tokenizers."""
-        if student == other and self.teacher_spec.tokenizer_source == self.policy_spec.tokenizer_source:
+        if student == other and spec.tokenizer_source == self.policy_spec.tokenizer_source:
             return None
-        s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(self.teacher_spec)
+        s_tok, t_tok = load_tokenizer(self.policy_spec), load_tokenizer(spec)
         shared = one_vocabulary(s_tok, t_tok, student, other, f"token-level loss {self.loss.name!r}")
         if shared is not None and self.vocab_limit is None:
             log.info(
@@ -196,8 +241,17 @@ class DistillModule(PolicyModule):
 
     def _topk_entry(self, split: str, side: str):
         dm = self.trainer.datamodule
-        key = teacher_cache_key(dm.datasets[split], self.teacher_spec.identity(), self.teacher_topk, side)
-        label = f"teacher top-{self.teacher_topk} [{split}, {side}]"
+        key = teacher_cache_key(
+            dm.datasets[split],
+            self.teachers.identity(),
+            self.teacher_topk,
+            side,
+            storage=self.teacher_format.key(),
+        )
+        fmt = self.teacher_format
+        label = (
+            f"teacher {f'top-{fmt.k}' if fmt.name == 'topk' else f'{fmt.name} k={fmt.k}'} [{split}, {side}]"
+        )
         return key, lambda: self._compute_teacher_topk(dm.loader(split), label, side), label
 
     def _cross_entry(self, split: str):
@@ -232,11 +286,17 @@ class DistillModule(PolicyModule):
         return key, compute, label
 
     def _compute_teacher_topk(self, loader, label: str, side: str) -> dict[str, torch.Tensor]:
-        teacher = self._load_teacher().to(self.device)  # held only for this pass
+        if self._served is not None:  # no weights: the server answers
+            return served_table(self._served, loader, side, self.teacher_format, self._tokenizer(), label)
+        models = [m.to(self.device) for m in self._load_teachers()]  # held only for this pass
         return same_vocabulary_topk(
-            teacher, loader, side, self.teacher_topk, chunk_size=self.chunk_size, vocab_limit=self.vocab_limit,
-            device=self.device, label=label,
+            models, loader, side, self.teacher_format, weights=self.teachers.weights, chunk_size=self.chunk_size,
+            vocab_limit=self.vocab_limit, device=self.device, label=label,
         )  # fmt: skip
+
+    def _tokenizer(self):
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "tokenizer", None) or load_tokenizer(self.policy_spec)
 
     # -- on-policy rollouts --------------------------------------------------------------
     def _rollout_generator(self):
@@ -279,18 +339,21 @@ class DistillModule(PolicyModule):
     def _side_inputs(self, batch: dict, side: str) -> TokenInputs:
         """The loss's tensors for one response side of the batch (student logits, teacher, mask, labels)."""
         labels = batch[f"{side}_labels"][:, 1:]  # (B, T-1): position t predicts token t+1
-        mask = labels != -100
-        student = next_token_logits(self.policy, batch, side)[..., : self.vocab_limit]
-        inputs = {"student_logits": student.float(), "mask": mask, "labels": labels}
+        index, mask = response_index(labels != -100)  # (B, R): the response positions only, left-aligned
+        student = response_logits(self.policy, batch, side, index, self.vocab_limit)
+        inputs = {"student_logits": student, "mask": mask, "labels": labels.gather(1, index)}
         if batch.get("rollout"):
-            inputs |= {"sample_logps": batch.get("sample_logps"), "sample_mix": self.on_policy.teacher_mix}
-        if (self.cross or self.teacher_cache is not None) and not batch.get("rollout"):
+            sampled = batch.get("sample_logps")
+            inputs |= {"sample_logps": None if sampled is None else sampled.gather(1, index),
+                       "sample_mix": self.on_policy.teacher_mix}  # fmt: skip
+        if (self.cross or self.teacher_cache is not None or self._served) and not batch.get("rollout"):
             inputs |= self._teacher_table(self.current_split(), side).batch(batch["index"].cpu(), mask)
+        elif self._served is not None:  # a rollout: ask the server now
+            inputs |= served_inputs(self._served, batch, side, self.teacher_format, self._tokenizer(), mask)
         else:
-            with torch.no_grad():
-                inputs["teacher_logits"] = next_token_logits(self.teacher, batch, side)[
-                    ..., : self.vocab_limit
-                ].float()
+            inputs["teacher_logits"] = self.teachers.logits(
+                self._live_teachers(), batch, side, index, self.vocab_limit
+            )
         return TokenInputs(**inputs)
 
     def on_train_start(self) -> None:

@@ -28,11 +28,14 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """``name``: ``adamw`` (with ``betas``) or ``rmsprop`` (torch's defaults: alpha 0.99, eps 1e-8, no
     momentum, as the DPO reference code). ``betas`` apply to AdamW only, so one config node serves
-    both; other keyword arguments go to the optimizer class."""
+    both; other keyword arguments go to the optimizer class. AdamW runs fused (one kernel per tensor, no
+    temporaries: on a 64M-parameter model on CPU the step takes a fraction of the for-loop's time and
+    memory; transformers' default optimizer since torch 2.8) unless ``fused=False`` is given."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {tuple(OPTIMIZERS)}")
     if name == "adamw":
         kwargs["betas"] = tuple(betas)
+        kwargs.setdefault("fused", True)
     return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **kwargs)
 
 

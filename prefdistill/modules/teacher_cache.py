@@ -14,8 +14,11 @@ Key = sha256 over the tokenized examples of the split (token ids and rows: cover
 split, tokenizer, chat template, max lengths), the teacher ``ModelSpec.identity()``, ``k`` and the
 response side (``chosen`` / ``rejected``); written atomically and checked on read like the reference
 cache (``prefdistill/utils/cache.py``). File: ``index`` (N,) rows, ``offsets`` (N+1,) into the flat ``logps``
-(M, k) float32, ``ids`` (M, k) int32 and ``label_logps`` (M,) (the teacher's log-prob of the
-response token itself), M = total response tokens, positions in order.
+(M, k) float16, ``ids`` (M, k) int32 and ``label_logps`` (M,) (the teacher's log-prob of the
+response token itself), M = total response tokens, positions in order. Other formats
+(``teacher_formats.py``) add ``tail_logps`` (M,) (the mass outside the top-k) or ``weights`` (M, k) (sampled
+tokens); the format is part of the key. The teacher may be a weighted list of models (a mixture, mixed from
+their full distributions before the top-k is taken) or a server (``teachers.py``).
 
 **Another tokenizer** (:func:`cross_tokenizer_topk`, losses that need ``cross_tokenizer``): the
 teacher reads its own tokenization of the same prompt and response text, and the alignment of
@@ -41,18 +44,21 @@ from prefdistill.data.records import DataError, RowError
 from prefdistill.data.templates import PromptEncoder
 from prefdistill.data.truncation import truncate
 from prefdistill.models.logprobs import backbone_hidden
+from prefdistill.modules.teacher_formats import TeacherFormat
 from prefdistill.utils.cache import TensorCache, tokenized_data_key
 
 log = logging.getLogger(__name__)
-FORMAT = 2  # 2: label_logps added, per-side keys
+FORMAT = 3  # 2: label_logps added, per-side keys; 3: float16 values, formats (teacher_formats.py)
 LOGITS_PER_CHUNK = 2**26  # float32 logits of one lm_head chunk in a teacher pass (256 MB)
-FIELDS = ("index", "offsets", "logps", "ids", "label_logps")
+FIELDS = TeacherFormat().fields
 CROSS_FIELDS = ("index", "offsets", "logps", "student_ids", "span_logps", "span_start", "matched")
 # stored field -> TokenInputs field, and the fill value of positions the field does not cover
 _INPUTS = {
     "logps": ("teacher_topk_logps", 0.0),
     "ids": ("teacher_topk_ids", 0),
     "label_logps": ("teacher_label_logps", 0.0),
+    "tail_logps": ("teacher_tail_logps", 0.0),
+    "weights": ("teacher_sample_weights", 0.0),
     "student_ids": ("teacher_topk_student_ids", -1),
     "span_logps": ("teacher_span_logps", 0.0),
     "span_start": ("span_start", -1),
@@ -72,63 +78,84 @@ def teacher_cache_key(
     return tokenized_data_key(examples, {**payload, "side": side, **extra})
 
 
-@torch.no_grad()
-def teacher_rows(
-    model, input_ids, attention_mask, rows: torch.Tensor, targets: torch.Tensor, topk: int,
-    *, chunk_size: int = 256, vocab_limit: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Top-k log-probs (R, k), their ids (R, k) int32 and the log-prob of ``targets`` (R,) at the R
-    positions ``rows`` (B, T) bool of one teacher forward, the lm_head applied ``chunk_size`` rows at a
-    time, fewer when a chunk's logits would pass ``LOGITS_PER_CHUNK`` (256 rows of a 262k vocabulary);
-    logits past ``vocab_limit`` are dropped (a padded vocabulary)."""
+def _hidden_and_head(model, input_ids, attention_mask):
+    """``(hidden or full logits, lm_head or None, softcap)`` of one forward (see :func:`teacher_rows`)."""
     parts = backbone_hidden(model, input_ids, attention_mask)
     if parts is None:  # no generic backbone: full logits, selected rows only
-        hidden, head, softcap = model(input_ids=input_ids, attention_mask=attention_mask).logits, None, None
-    else:
-        hidden, head, softcap = parts
-    vocab = hidden.shape[-1] if head is None else head.weight.shape[0]
-    chunk_size = max(1, min(chunk_size, LOGITS_PER_CHUNK // vocab))
-    hidden, targets = hidden[rows], targets[rows].long()
-    values, ids, picked = [], [], []
-    for i in range(0, hidden.shape[0], chunk_size):
-        logits = hidden[i : i + chunk_size] if head is None else head(hidden[i : i + chunk_size])
-        logits = logits.float()[:, :vocab_limit]
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        logps = torch.log_softmax(logits, -1)
-        v, j = logps.topk(min(topk, logps.shape[-1]), dim=-1)
-        values.append(v)
-        ids.append(j.int())
-        picked.append(logps.gather(-1, targets[i : i + chunk_size, None]).squeeze(-1))
-    if not values:
-        return hidden.new_zeros(0, topk), torch.zeros(0, topk, dtype=torch.int32), hidden.new_zeros(0)
-    return torch.cat(values), torch.cat(ids), torch.cat(picked)
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits, None, None
+    return parts
+
+
+def _chunk_logps(part, rows: slice, vocab_limit: int | None) -> torch.Tensor:
+    hidden, head, softcap = part
+    logits = (hidden[rows] if head is None else head(hidden[rows])).float()[:, :vocab_limit]
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.log_softmax(logits, -1)
+
+
+@torch.no_grad()
+def teacher_rows(
+    models, input_ids, attention_mask, rows: torch.Tensor, targets: torch.Tensor, fmt: TeacherFormat,
+    *, weights: list[float] | None = None, examples: torch.Tensor | None = None, chunk_size: int = 256,
+    vocab_limit: int | None = None,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The stored fields (``fmt.rows``) of the R positions ``rows`` (B, T) bool of one forward of the teacher
+    (a model, or a list of models mixed with ``weights``: ``log Σ_i w_i p_i``), from its full log-probs; the
+    lm_head applied ``chunk_size`` rows at a time, fewer when a chunk's logits would pass ``LOGITS_PER_CHUNK``
+    (256 rows of a 262k vocabulary); logits past ``vocab_limit`` are dropped (a padded vocabulary).
+    ``targets`` (B, T) are the response tokens; ``examples`` (B,) the dataset rows (``sampled`` draws)."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    log_w = torch.tensor(weights or [1.0], dtype=torch.float32).log()
+    parts = [_hidden_and_head(m, input_ids, attention_mask) for m in models]
+    parts = [(hidden[rows], head, softcap) for hidden, head, softcap in parts]
+    vocab = max(p[0].shape[-1] if p[1] is None else p[1].weight.shape[0] for p in parts)
+    chunk_size = max(1, min(chunk_size, LOGITS_PER_CHUNK // vocab // len(parts)))
+    targets = targets[rows].long()
+    owners = None if examples is None else examples[:, None].expand_as(rows)[rows].cpu()
+    out = []
+    for i in range(0, len(targets), chunk_size):
+        chunk = slice(i, i + chunk_size)
+        logps = [_chunk_logps(p, chunk, vocab_limit) for p in parts]
+        mixed = logps[0] if len(logps) == 1 else torch.logsumexp(torch.stack(logps) + log_w[:, None, None], 0)
+        out.append(fmt.rows(mixed, targets[chunk], None if owners is None else owners[chunk]))
+    if not out:
+        empty = fmt.rows(
+            torch.zeros(1, vocab), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+        )
+        return {k: v[:0] for k, v in empty.items()}
+    return {k: torch.cat([o[k] for o in out]) for k in out[0]}
 
 
 @torch.no_grad()
 def same_vocabulary_topk(
-    teacher, loader, side: str, topk: int, *, chunk_size: int = 256, vocab_limit: int | None = None, device=None,
-    label: str = "",
+    teacher, loader, side: str, fmt: TeacherFormat, *, weights: list[float] | None = None, chunk_size: int = 256,
+    vocab_limit: int | None = None, device=None, label: str = "",
 ) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The stored fields (``FIELDS``) of every example of ``loader``'s batches: the teacher's top-k and the
-    log-prob of each response token of the ``side`` (``chosen`` / ``rejected``) responses, in order."""
-    index, counts, logps, ids, picked = [], [], [], [], []
+    """The stored fields (``fmt.fields``) of every example of ``loader``'s batches: the teacher's (a model or a
+    weighted list) distribution at each response token of the ``side`` (``chosen`` / ``rejected``) responses."""
+    index, counts, parts = [], [], []
     for batch in tqdm(loader, desc=label, leave=False):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         labels = batch[f"{side}_labels"][:, 1:]
         rows = F.pad(labels != -100, (0, 1), value=False)  # position t predicts token t + 1
-        values, top, label_logps = teacher_rows(
+        parts.append({k: v.cpu() for k, v in teacher_rows(
             teacher, batch[f"{side}_input_ids"], batch[f"{side}_attention_mask"], rows,
-            F.pad(labels.clamp_min(0), (0, 1)), topk, chunk_size=chunk_size, vocab_limit=vocab_limit,
-        )  # fmt: skip
+            F.pad(labels.clamp_min(0), (0, 1)), fmt, weights=weights, examples=batch["index"],
+            chunk_size=chunk_size, vocab_limit=vocab_limit,
+        ).items()})  # fmt: skip
         index.append(batch["index"].cpu())
         counts.append(rows.sum(-1).cpu())
-        logps.append(values.cpu())
-        ids.append(top.cpu())
-        picked.append(label_logps.cpu())
+    return table_of(index, counts, parts, fmt)
+
+
+def table_of(index: list, counts: list, parts: list[dict], fmt: TeacherFormat) -> dict[str, torch.Tensor]:
+    """One table from per-batch ``index`` (B,), per-row position ``counts`` (B,) and per-position fields."""
+    if not parts:
+        raise ValueError("no examples to compute the teacher table of")
     counts = torch.cat(counts)
-    return {"index": torch.cat(index), "offsets": F.pad(counts.cumsum(0), (1, 0)), "logps": torch.cat(logps),
-            "ids": torch.cat(ids), "label_logps": torch.cat(picked)}  # fmt: skip
+    fields = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return fmt.finish({"index": torch.cat(index), "offsets": F.pad(counts.cumsum(0), (1, 0)), **fields})
 
 
 class TeacherTable:
@@ -245,6 +272,7 @@ def cross_tokenizer_topk(
         vocab = teacher.get_output_embeddings().weight.shape[0]
         mapping = torch.tensor(vocabulary_map(student_tokenizer, teacher_tokenizer, vocab), dtype=torch.long)
     pad = teacher_tokenizer.pad_token_id if teacher_tokenizer.pad_token_id is not None else t_side[1].eos_id
+    cross_format = TeacherFormat("topk", topk, dtype=torch.float32)
     parts, counts, n_groups, n_matched = [], [], 0, 0
     for b in tqdm(
         range(0, len(examples), batch_size), desc=f"teacher top-{topk} across tokenizers", leave=False
@@ -256,9 +284,8 @@ def cross_tokenizer_topk(
         ids, attention, labels = (t.to(device) for t in pad_rows(prompts, responses, pad, length))
         rows = F.pad(labels[:, 1:] != -100, (0, 1), value=False)  # position t predicts token t + 1
         targets = F.pad(labels[:, 1:].clamp_min(0), (0, 1))
-        values, tids, picked = (
-            t.cpu() for t in teacher_rows(teacher, ids, attention, rows, targets, topk, chunk_size=chunk_size)
-        )
+        fields = teacher_rows(teacher, ids, attention, rows, targets, cross_format, chunk_size=chunk_size)
+        values, tids, picked = (fields[k].cpu() for k in ("logps", "ids", "label_logps"))
         start = 0
         for ex, (_, resp, groups) in zip(chunk, aligned):
             end = start + len(resp)

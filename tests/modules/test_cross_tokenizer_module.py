@@ -98,13 +98,21 @@ def test_cross_tokenizer_losses_refuse_on_policy_samples(tiny_module, other_teac
 def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(tiny_data, monkeypatch):
     """Chunks of 3 rows (the logit budget of 3 x 624) give the rows one chunk gives."""
     from prefdistill.modules import teacher_cache
+    from prefdistill.modules.teacher_formats import TeacherFormat
 
     batch = next(iter(tiny_data(**SFT_ROWS, max_samples=4).loader("train")))
     teacher = load_model(dataclasses.replace(TINY, seed=1), trainable=False)
     labels = batch["chosen_labels"][:, 1:]
     rows = torch.nn.functional.pad(labels != -100, (0, 1), value=False)
     targets = torch.nn.functional.pad(labels.clamp_min(0), (0, 1))
-    args = (teacher, batch["chosen_input_ids"], batch["chosen_attention_mask"], rows, targets, 8)
+    args = (
+        teacher,
+        batch["chosen_input_ids"],
+        batch["chosen_attention_mask"],
+        rows,
+        targets,
+        TeacherFormat(k=8),
+    )
     whole = teacher_cache.teacher_rows(*args)
     monkeypatch.setattr(teacher_cache, "LOGITS_PER_CHUNK", 3 * 624)
     seen = []
@@ -113,5 +121,6 @@ def test_teacher_pass_bounds_the_logits_of_a_chunk_and_gives_the_same_rows(tiny_
     chunked = teacher_cache.teacher_rows(*args)
     handle.remove()
     assert max(seen) == 3 and sum(seen) == int(rows.sum())
-    for a, b in zip(whole, chunked):
-        torch.testing.assert_close(a, b)
+    assert whole.keys() == chunked.keys() == {"logps", "ids", "label_logps"}
+    for key in whole:
+        torch.testing.assert_close(whole[key], chunked[key])

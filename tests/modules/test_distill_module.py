@@ -38,7 +38,7 @@ def test_teacher_cache_is_computed_once_then_reused_without_loading_the_teacher(
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
     second = tiny_module("kd_fkl", teacher=TEACHER, teacher_cache=str(tmp_path), teacher_topk=8)
-    monkeypatch.setattr(DistillModule, "_load_teacher", lambda self: pytest.fail("teacher loaded"))
+    monkeypatch.setattr(DistillModule, "_load_teachers", lambda self: pytest.fail("teacher loaded"))
     with caplog.at_level("INFO", logger="prefdistill.utils.cache"):
         fit(second, dm)
     assert "reused" in caplog.text
