@@ -4,8 +4,9 @@
 #      fixed folder logs/distill_search/<row>/<n>_<values>, reused when finished (reuse_finished), each search
 #      ending in search.md / chosen.json;
 #   2. the tuned rows: python -m prefdistill.eval.search writes configs/row/<row>_tuned.yaml from the searches;
-#   3. the tuned table over three seeds (experiment=distill_study_tuned) and the paper-recipe table beside it
-#      (experiment=distill_study), each ending in <sweep>/compare.md with the paired comparisons;
+#   3. the tuned table over three seeds (experiment=distill_study over the <row>_tuned rows, task_name
+#      distill_study_tuned) and the paper-recipe table beside it (experiment=distill_study), each ending in
+#      <sweep>/compare.md with the paired comparisons;
 #   4. the collapse ablation (experiment=distill_collapse): collapse.md per grid.
 # Hypothesis: with a student that can learn (initial EM >= 10 %) and every row tuned by the same protocol, the
 # rows separate on exact match, and the preference-pair rows' collapse follows their step size and missing anchor.
@@ -26,7 +27,12 @@ if has search; then
     --write-rows configs/row
 fi
 if has tuned; then
-  python train.py -m experiment=distill_study_tuned "seed=${SEEDS}" "$@"
+  tuned=$(cd configs/row && ls ./*_tuned.yaml 2>/dev/null | sed 's|^\./||; s|\.yaml$||' | paste -sd, -)
+  if [[ -z "$tuned" ]]; then
+    echo "distill_study.sh: no configs/row/<row>_tuned.yaml: run the search step first (STEPS=search)" >&2
+    exit 1
+  fi
+  python train.py -m experiment=distill_study "row=${tuned}" task_name=distill_study_tuned "seed=${SEEDS}" "$@"
 fi
 if has paper; then
   python train.py -m experiment=distill_study "seed=${SEEDS}" "$@"

@@ -10,7 +10,7 @@ turns the finished jobs into
 * the choice: the job with the highest objective, ties going to the earlier job in the sweep's order (the
   grid lists each row's own default first, so a tie keeps the paper's value); ``chosen.yaml``;
 * the tuned row: ``configs/row/<row>_tuned.yaml``, the row file with the chosen values on top, which the final
-  table sweeps (``experiment=distill_study_tuned``).
+  table sweeps (``sweeps/distill_study.sh``: ``experiment=distill_study row=<row>_tuned,...``).
 
     python -m prefdistill.eval.search logs/distill_search/plad            # print the table and the choice
     python -m prefdistill.eval.search logs/distill_search/* --write-rows configs/row   # + the tuned rows
