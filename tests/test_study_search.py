@@ -83,5 +83,5 @@ def test_a_search_ends_in_its_choice_and_a_relaunch_reuses_every_finished_job(tm
     assert "Search sft (row sft)" in (sweep / "search.md").read_text() and "chosen" in first.stdout
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("already finished with this configuration") == 4  # nothing trained twice
+    assert (again.stdout + again.stderr).count("already finished with this configuration") == 4  # nothing trained twice
     assert json.loads((sweep / "chosen.json").read_text()) == chosen

@@ -116,4 +116,4 @@ def test_every_sweep_script_states_its_command_and_hypothesis():
     for path in SWEEPS.glob("*.sh"):
         text = path.read_text()
         assert re.search(r"^# Hypothesis:", text, flags=re.M), path
-        assert re.search(r"^python train.py -m ", text, flags=re.M), path
+        assert re.search(r"^\s*python train.py -m ", text, flags=re.M), path

@@ -154,6 +154,8 @@ class PolicyModule(L.LightningModule):
         if not params:
             raise RuntimeError("the policy has no trainable parameters (check model.lora / freezing)")
         optimizer = self.optimizer_factory(params)
+        if getattr(optimizer, "_step_supports_amp_scaling", False) and self._clips_under_autocast():
+            optimizer = self.optimizer_factory(params, fused=False)  # Lightning refuses to clip a fused step
         if self.optimizer_in_backward:
             self._step_in_backward(optimizer, params)
         if self.scheduler_factory is None:
@@ -163,6 +165,14 @@ class PolicyModule(L.LightningModule):
             raise ValueError("set trainer.max_steps or trainer.max_epochs so the schedule has a length")
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _clips_under_autocast(self) -> bool:
+        """Gradient clipping under Lightning's mixed-precision plugin (``16-mixed``, ``bf16-mixed``), which
+        cannot clip the gradients of an optimizer that unscales them inside its step (fused AdamW)."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        trainer = self.trainer
+        return bool(trainer.gradient_clip_val) and isinstance(trainer.precision_plugin, MixedPrecision)
 
     def _step_in_backward(self, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
         """Update each parameter as soon as its gradient is complete, then free the gradient.
