@@ -1,6 +1,6 @@
 """Distillation throughput and peak memory: prefdistill vs TRL, same teacher, student, data, batch and steps, CPU.
 
-    python benchmarks/distill_vs_trl.py --json results.json   # the measurement (idle machine, ~1 h on 2 cores)
+    python benchmarks/distill_vs_trl.py --steps 6 --json results.json   # the measurement (idle machine, ~9 min on 2 cores)
     python benchmarks/distill_vs_trl.py --quick               # smoke (tiny models)
 
 Teacher SmolLM2-135M-Instruct (``teacher=smollm2_135m``), student its 10-layer pruned copy
