@@ -71,7 +71,9 @@ def sign_test(wins: int, losses: int) -> float:
 
 def compare(a: dict[tuple, bool], b: dict[tuple, bool], *, n_boot: int = 2000, seed: int = 0) -> dict | None:
     """The paired comparison of two runs' ``{(seed, prompt id): correct}`` (module docstring); None when they
-    share no graded pair."""
+    share no graded pair. A run of seed None (a reference row evaluated once for a one-seed sweep: the teacher,
+    the initial student) does not depend on the seed: it pairs with the other run's prompts under every seed."""
+    a, b = _seedless_to(a, b), _seedless_to(b, a)
     keys = sorted(set(a) & set(b), key=str)
     if not keys:
         return None
@@ -88,6 +90,13 @@ def compare(a: dict[tuple, bool], b: dict[tuple, bool], *, n_boot: int = 2000, s
     verdict = "better" if lo > 0 else "worse" if hi < 0 else "can't tell"
     return {"delta": 100.0 * float(d.mean()), "ci": [lo, hi], "wins": wins, "losses": losses,
             "pairs": len(keys), "prompts": len(prompts), "p": sign_test(wins, losses), "verdict": verdict}  # fmt: skip
+
+
+def _seedless_to(run: dict[tuple, bool], other: dict[tuple, bool]) -> dict[tuple, bool]:
+    """``run`` with its seed-None outcomes repeated under each seed of ``other`` (unchanged if it has seeds)."""
+    if any(s is not None for s, _ in run):
+        return run
+    return {(s, p): run[(None, p)] for s, p in other if s is not None and (None, p) in run} or run
 
 
 def by_label(entries: Sequence[tuple[str, int | None, dict[str, bool]]]) -> dict[str, dict[tuple, bool]]:

@@ -28,6 +28,19 @@ def test_delta_is_the_mean_paired_difference_over_shared_pairs():
     assert paired.compare(a, {(9, "x"): True}) is None
 
 
+def test_a_reference_row_without_a_seed_pairs_with_every_seed_of_the_row():
+    # a one-seed sweep evaluates the initial student once (seed None); the row ran under seeds 1 and 2
+    reference = {(None, "p1"): False, (None, "p2"): True}
+    row = {(1, "p1"): True, (1, "p2"): True, (2, "p1"): True, (2, "p2"): False}
+    out = paired.compare(row, reference)
+    # pairs: (1,p1) +1, (1,p2) 0, (2,p1) +1, (2,p2) -1 -> mean 1/4 = 25 points over 4 pairs, 2 prompts
+    assert out["delta"] == pytest.approx(25.0) and (out["pairs"], out["prompts"]) == (4, 2)
+    assert (out["wins"], out["losses"]) == (2, 1)
+    mirror = paired.compare(reference, row)
+    assert mirror["delta"] == pytest.approx(-25.0) and (mirror["wins"], mirror["losses"]) == (1, 2)
+    assert paired.compare(reference, {(None, "p1"): True})["pairs"] == 1  # two seedless runs pair by prompt
+
+
 def test_a_consistent_lead_is_better_and_its_mirror_worse():
     a = {(s, f"p{i}"): True for s in (1, 2, 3) for i in range(30)}
     b = {(s, f"p{i}"): i % 3 == 0 for s in (1, 2, 3) for i in range(30)}  # b right on a third
