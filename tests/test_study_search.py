@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
-from train_helpers import CONFIGS, compose_train
+from train_helpers import CONFIGS, compose_train, tiny_study_overrides
 
 ROWS = sorted(p.stem for p in (CONFIGS / "row").glob("*.yaml") if not p.stem.endswith("_tuned"))
 SEARCHES = sorted(
@@ -40,16 +40,6 @@ def test_a_row_search_sweeps_existing_keys_from_the_rows_own_value(row, tmp_path
             )
 
 
-def _tiny(tmp_path) -> list[str]:
-    """The study's set-up on the tiny models: few prompts and steps, a 2-step reward model."""
-    return [
-        "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
-        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
-        "eval.generation.max_new_tokens=4", "eval.reward.max_steps=2", "eval.reward.batch_size=2",
-        "eval.reward.data.max_samples=8", "logger=none", f"paths.root_dir={tmp_path}",
-    ]  # fmt: skip
-
-
 @pytest.mark.slow
 def test_a_search_ends_in_its_choice_and_a_relaunch_reuses_every_finished_job(tmp_path):
     import json
@@ -71,7 +61,7 @@ def test_a_search_ends_in_its_choice_and_a_relaunch_reuses_every_finished_job(tm
         "-m",
         "experiment=distill_search",
         "hparams_search=distill_sft",
-        *_tiny(tmp_path),
+        *tiny_study_overrides(tmp_path),
     ]
     first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

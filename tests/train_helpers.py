@@ -53,6 +53,17 @@ def assert_sane_losses(metrics: dict, run_dir: str | Path) -> None:
     assert json.loads((Path(run_dir) / "metrics.json").read_text())["skipped_nonfinite_steps"] == 0
 
 
+def tiny_study_overrides(tmp_path: Path) -> list[str]:
+    """The distillation study's set-up (experiment=distill_base and the experiments on it) shrunk to the tiny
+    models: few prompts and steps, one-step SFTs, a 2-step reward model, no logger, runs under ``tmp_path``."""
+    return [
+        "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
+        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
+        "eval.generation.max_new_tokens=4", "eval.reward.max_steps=2", "eval.reward.batch_size=2",
+        "eval.reward.data.max_samples=8", "logger=none", f"paths.root_dir={tmp_path}",
+    ]  # fmt: skip
+
+
 def compose_train(tmp_path: Path, overrides: list[str] | None = None, config_name: str = "train"):
     """Compose configs/train.yaml as `python train.py` would, with outputs under tmp_path."""
     from hydra import compose, initialize_config_dir

@@ -9,18 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from train_helpers import REPO
-
-
-def _tiny(tmp_path) -> list[str]:
-    """distill_study on the tiny models: a few rows, steps and prompts, a 2-step reward model."""
-    return [
-        "model=tiny", "teacher=tiny", "data.max_samples=8", "data.batch_size=2", "trainer.max_steps=2",
-        "pipeline.sft_student.max_steps=1", "pipeline.sft_teacher.max_steps=1", "eval.data.max_samples=4",
-        "eval.generation.max_new_tokens=4",
-        "eval.reward.max_steps=2", "eval.reward.batch_size=2", "eval.reward.data.max_samples=8",
-        "logger=none", f"paths.root_dir={tmp_path}",
-    ]  # fmt: skip
+from train_helpers import REPO, tiny_study_overrides
 
 
 @pytest.mark.slow
@@ -31,7 +20,7 @@ def test_study_multirun_ends_with_the_comparison_table(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "WANDB_MODE": "offline",
     }
-    cmd = [sys.executable, "train.py", "-m", "experiment=distill_study", "row=sft,kd", *_tiny(tmp_path)]
+    cmd = [sys.executable, "train.py", "-m", "experiment=distill_study", "row=sft,kd", *tiny_study_overrides(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (table,) = tmp_path.glob("logs/distill_study/multiruns/*/compare.md")
@@ -55,7 +44,7 @@ def test_study_multirun_ends_with_the_comparison_table(tmp_path):
 @pytest.mark.slow
 def test_several_seeds_give_mean_and_std_and_reference_rows_per_seed(tmp_path):
     env = {**os.environ, "PREFDISTILL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "train.py", "-m", "experiment=distill_study", "row=sft", "seed=1,2", *_tiny(tmp_path)]
+    cmd = [sys.executable, "train.py", "-m", "experiment=distill_study", "row=sft", "seed=1,2", *tiny_study_overrides(tmp_path)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     (sweep,) = tmp_path.glob("logs/distill_study/multiruns/*")
